@@ -4,6 +4,7 @@ from batchaug.config import apply_overrides, load_config, parse_override, resolv
 from batchaug.errors import ConfigError
 
 QUICK = "configs/quick/cifar10_resnet20.yaml"
+NO_MIX = {"mix": "none", "mix_alpha": 1.0, "mix_prob": 1.0}  # the batch-transform options every views method has
 
 
 def test_quick_config_loads_with_overrides():
@@ -41,7 +42,7 @@ def test_bad_keys_and_values_name_the_key(override, fragment):
 def test_method_defaults_filled_and_validated():
     cfg = resolve_config({"method": {"name": "ba"}})
     assert cfg.method == {"name": "ba", "m": 4, "policy": "standard", "average_outputs": False,
-                          "adapt_grad_norm": False, "adapt_every": 50, "adapt_momentum": 0.9}
+                          "adapt_grad_norm": False, "adapt_every": 50, "adapt_momentum": 0.9, **NO_MIX}
 
 
 def test_base_inheritance(tmp_path):
@@ -65,7 +66,7 @@ def test_apply_overrides_does_not_mutate():
 def test_switching_method_keeps_shared_options_and_drops_others(tmp_path):
     (tmp_path / "ba.yaml").write_text("method: {name: ba, m: 8, policy: cutout}\n")
     cfg = load_config(tmp_path / "ba.yaml", ["method.name=baseline"])
-    assert cfg.method == {"name": "baseline", "policy": "cutout"}
+    assert cfg.method == {"name": "baseline", "policy": "cutout", **NO_MIX}
     cfg = load_config(tmp_path / "ba.yaml", ["method.name=ra", "method.m=2"])
     assert cfg.method["m"] == 2 and cfg.method["policy"] == "cutout"
     with pytest.raises(ConfigError, match="unknown key method.m"):

@@ -236,7 +236,8 @@ def test_cifar100_rows_are_their_cifar10_rows_on_cifar100(name):
 def test_ra_row_adapts_its_ba_row(name):
     ba_name, m, lr_scaling = RA_ROWS[name]
     ra, ba = load_config(PAPER / name), load_config(PAPER / ba_name)
-    assert ra.method == {"name": "ra", "m": m, "policy": ba.method["policy"], "lr_scaling": lr_scaling}
+    assert ra.method == {"name": "ra", "m": m, "policy": ba.method["policy"], "lr_scaling": lr_scaling,
+                         "mix": "none", "mix_alpha": 1.0, "mix_prob": 1.0}
     assert m == ba.method["m"], "RA's batch B·M should equal BA's views per step"
     assert _without_method(ra) == _without_method(ba)
     header = "\n".join(_header(PAPER / name))

@@ -1,31 +1,33 @@
 """Typed run configuration: YAML sections + dotted ``key=value`` overrides, validated strictly.
 
 A config file has the sections ``data``, ``model``, ``method``, ``optim``, ``train``, ``eval`` and a
-top-level ``seed``. Every key is declared below with its type and default; an unknown key or a value of
-the wrong type or outside its allowed set raises :class:`~batchaug.errors.ConfigError` that names the
-dotted key and what is allowed. The ``method`` section is open-ended by design: its keys are declared by
-the options dataclass of the method named in ``method.name`` (see :mod:`batchaug.methods`), so each
-method validates its own options without the config knowing any method.
-
-Validation is hand-rolled on dataclasses rather than pydantic because the error message is the product
-here (dotted key + allowed values) and the schema is small.
+top-level ``seed``. Every key is declared below with its type, default and (for numbers) its range
+(:func:`batchaug.schema.option`); an unknown key, a value of the wrong type or outside its range raises
+:class:`~batchaug.errors.ConfigError` that names the dotted key and what is allowed. The ``method``
+section is declared by the ``Options`` dataclass of the method named in ``method.name`` and becomes a
+typed :class:`~batchaug.methods.MethodSpec`, so each method declares its own options without the config
+knowing any method.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 
 from batchaug.errors import ConfigError
+from batchaug.methods.spec import MethodSpec, declared_options
+from batchaug.schema import build, option, to_dict
+
+build_dataclass = build  # the name this module exported before the schema had its own module
+
+#: Names of the optional loggers of ``train.loggers`` (``metrics.jsonl`` is always written).
+LOGGERS = ("tensorboard", "csv", "wandb")
 
 
 @dataclass
@@ -36,16 +38,16 @@ class DataConfig:
     """Source type; ``auto`` detects it from ``root``."""
     root: str | None = None
     """File or folder; when unset, ``$BATCHAUG_DATA`` then the cache directory are searched."""
-    subset: int | None = None
+    subset: int | None = option(None, ge=1)
     """Number of training images used (class-balanced, drawn with the run's seed); all when unset."""
-    val_subset: int | None = None
+    val_subset: int | None = option(None, ge=1)
     """Number of validation images used; all when unset."""
-    image_size: int | None = None
+    image_size: int | None = option(None, ge=1)
     """Resize + center-crop every image to this size at load time; native size when unset."""
     in_memory: bool = True
     """Hold each split as one uint8 tensor on the training device (fast path). When false, a folder/zip
     training split is streamed through DataLoader workers (needs ``image_size``); the rest stays on the host."""
-    num_workers: int = 4
+    num_workers: int = option(4, ge=0)
     """DataLoader workers when ``in_memory`` is false."""
     cache: bool = True
     """Cache decoded tensors on disk (``$BATCHAUG_CACHE`` or ``~/.cache/batchaug``)."""
@@ -59,7 +61,7 @@ class ModelConfig:
 
     name: str = "resnet20"
     """A registry name (``batchaug models``), ``tv:<name>`` or ``timm:<name>``."""
-    num_classes: int | None = None
+    num_classes: int | None = option(None, ge=1)
     """Taken from the data when unset."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for the model builder."""
@@ -70,49 +72,65 @@ class OptimConfig:
     """Optimizer and learning-rate regime."""
 
     name: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
+    lr: float = option(0.1, ge=0)
+    momentum: float = option(0.9, ge=0, lt=1)
     nesterov: bool = False
-    weight_decay: float = 5e-4
+    weight_decay: float = option(5e-4, ge=0)
     no_wd_bn_bias: bool = False
     """Exclude BatchNorm parameters and biases from weight decay."""
-    label_smoothing: float = 0.0
+    label_smoothing: float = option(0.0, ge=0, lt=1)
     schedule: Literal["step", "cosine", "constant"] = "step"
-    milestones: list[float] = field(default_factory=list)
+    milestones: list[float] = option(default_factory=list, ge=0)
     """Epochs at which the step schedule multiplies the learning rate by ``gamma``."""
-    gamma: float = 0.1
-    warmup_epochs: float = 0.0
+    gamma: float = option(0.1, gt=0)
+    warmup_epochs: float = option(0.0, ge=0)
     """Linear warm-up from ``lr * warmup_start`` to ``lr`` over this many epochs."""
-    warmup_start: float = 0.1
-    min_lr: float = 0.0
+    warmup_start: float = option(0.1, ge=0, le=1)
+    min_lr: float = option(0.0, ge=0)
     """Floor of the cosine schedule."""
+    clip_grad_norm: float | None = option(None, gt=0)
+    """Clip the global gradient L2 norm to this value before each step (``grad_norm`` is logged before
+    clipping); unset: no clipping."""
 
 
 @dataclass
 class TrainConfig:
     """Length of the run, device, precision, logging."""
 
-    batch_size: int = 128
+    batch_size: int = option(128, ge=1)
     """Samples per step (B). The number of views per step is B times the method's views per sample."""
-    epochs: float | None = 1.0
-    max_steps: int | None = None
-    """Stop after this many optimizer steps (overrides ``epochs`` for the length of the run; the
-    learning-rate schedule still follows ``epochs`` when both are set)."""
-    eval_every: int | None = None
+    epochs: float | None = option(1.0, gt=0)
+    """Length of the run and of the learning-rate regime, in epochs."""
+    max_steps: int | None = option(None, ge=1)
+    """Stop after this many optimizer steps. The learning-rate regime (milestones, warm-up, cosine) is
+    then compressed into these steps: step ``s`` is at epoch ``s / max_steps * epochs`` of the regime
+    (``docs/configs.md``). Without ``epochs`` the regime's epochs are ``max_steps / steps_per_epoch``."""
+    eval_every: int | None = option(None, ge=1)
     """Evaluate (and write a metrics line and ``last.pt``) every this many steps; once per epoch when unset."""
+    log_every: int | None = option(None, ge=1)
+    """Write a ``"kind": "step"`` line (train loss, lr, grad norm) to ``metrics.jsonl`` every this many
+    steps, independently of evaluation; unset: evaluation lines only."""
+    ema_decay: float | None = option(None, ge=0, lt=1)
+    """Keep an exponential moving average of the weights with this decay per step (e.g. 0.999); it is
+    checkpointed, validated (``val_acc_ema``) and evaluated by ``batchaug eval --ema``."""
     device: str = "auto"
     """``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``..."""
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False
     compile: bool = False
-    micro_batch: int | None = None
+    micro_batch: int | None = option(None, ge=1)
     """Largest number of views per forward/backward; a step is split into chunks above it. Unset:
     the whole step at once, halving automatically after a CUDA out-of-memory error."""
-    ghost_bn: int | None = None
+    ghost_bn: int | None = option(None, ge=1)
     """Replace every BatchNorm with GhostBatchNorm over virtual batches of this many views."""
     progress: bool = True
     tensorboard: bool = True
-    """Write TensorBoard events when tensorboard is installed."""
+    """Write TensorBoard events when tensorboard is installed (false drops it from ``loggers``)."""
+    loggers: list[str] = option(default_factory=lambda: ["tensorboard"], choices=LOGGERS)
+    """Where metrics go besides ``metrics.jsonl``: ``tensorboard`` (when installed), ``csv``
+    (``metrics.csv``), ``wandb`` (needs ``pip install 'batchaug[wandb]'``; off unless listed)."""
+    callbacks: list[str] = field(default_factory=list)
+    """Extra trainer callbacks by registry name (:data:`batchaug.train.callbacks.CALLBACKS`)."""
     deterministic: bool = False
     """Ask PyTorch for deterministic kernels (slower on CUDA)."""
 
@@ -121,161 +139,29 @@ class TrainConfig:
 class EvalConfig:
     """How validation runs during training."""
 
-    batch_size: int = 500
+    batch_size: int = option(500, ge=1)
     split: str = "test"
     """Which split serves as the validation set."""
 
 
 @dataclass
 class RunConfig:
-    """A whole run. ``method`` holds ``name`` and that method's options (validated by the method)."""
+    """A whole run. ``method`` is the typed spec of the method named in ``method.name``."""
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    method: dict[str, Any] = field(default_factory=lambda: {"name": "baseline"})
+    method: MethodSpec = field(default_factory=MethodSpec.default)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    seed: int = 0
+    seed: int = option(0, ge=0, lt=2**32)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain values, as written to ``config.yaml``."""
+        return to_dict(self)
 
 
 SECTIONS = ("data", "model", "method", "optim", "train", "eval")
-
-
-# ---------------------------------------------------------------------------------------------
-# Coercion of plain YAML values into declared field types.
-
-
-def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return "null"
-    if origin is list:
-        return f"a list of {_describe(typing.get_args(tp)[0])}"
-    if origin is dict:
-        return "a mapping"
-    if tp is Any:
-        return "any value"
-    return getattr(tp, "__name__", str(tp))
-
-
-def coerce(value: Any, tp: Any, key: str) -> Any:
-    """Return ``value`` converted to type ``tp`` or raise ConfigError naming ``key``."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value in allowed:
-            return value
-        raise ConfigError(f"{key}: {value!r} is not allowed; choose {_describe(tp)}")
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return coerce(value, arg, key)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{key}: {value!r} is not {_describe(tp)}")
-    if tp is type(None):
-        if value is None:
-            return None
-        raise ConfigError(f"{key}: expected null, got {value!r}")
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-            value = [value]
-        return [coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, Sequence) or isinstance(value, str):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-        if len(args) != len(value):
-            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
-        return tuple(coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
-    if origin is dict or tp is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off"):
-            return value.lower() in ("true", "yes", "on")
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(float(value)) if float(value).is_integer() else int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    if dataclasses.is_dataclass(tp):
-        return build_dataclass(tp, value, key)
-    raise ConfigError(f"{key}: unsupported type {tp!r}")  # pragma: no cover - schema bug
-
-
-def build_dataclass(cls: type, values: Mapping[str, Any] | None, prefix: str) -> Any:
-    """Instantiate dataclass ``cls`` from ``values``, rejecting unknown keys by their dotted name."""
-    values = {} if values is None else values
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"{prefix}: expected a mapping of keys, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(
-            f"unknown key {where}{unknown[0]}; allowed keys{' in ' + prefix if prefix else ''}: "
-            + ", ".join(sorted(fields))
-        )
-    kwargs = {}
-    for name, value in values.items():
-        kwargs[name] = coerce(value, hints[name], f"{prefix}.{name}" if prefix else name)
-    try:
-        obj = cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{prefix}: {exc}") from exc
-    check = getattr(obj, "validate", None)
-    if callable(check):
-        check(prefix)
-    return obj
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,11 +219,9 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
 
 
 def _keep_declared_options(section: dict[str, Any], new_name: Any) -> dict[str, Any]:
-    from batchaug.methods import METHODS, get_method_class
-
-    if not isinstance(new_name, str) or new_name not in METHODS:
+    declared = declared_options(new_name)
+    if declared is None:
         return section  # validation reports the unknown name later
-    declared = {f.name for f in dataclasses.fields(get_method_class(new_name).Options)}
     return {k: v for k, v in section.items() if k in declared}
 
 
@@ -372,14 +256,9 @@ def merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
 def resolve_config(raw: Mapping[str, Any]) -> RunConfig:
     """Validate a raw mapping into a RunConfig; the method section is validated by its method."""
     raw = dict(raw)
-    method_raw = raw.pop("method", None) or {}
-    if not isinstance(method_raw, Mapping):
-        raise ConfigError(f"method: expected a mapping with a name, got {method_raw!r}")
-    cfg = build_dataclass(RunConfig, raw, "")
-    from batchaug.methods import validate_method_options  # late: methods import config helpers
-
-    cfg.method = validate_method_options(dict(method_raw))
-    return cfg
+    if raw.get("method") is None:
+        raw.pop("method", None)
+    return build(RunConfig, raw, "")
 
 
 def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> RunConfig:
@@ -389,4 +268,5 @@ def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -
 
 
 def dump_config(cfg: RunConfig) -> str:
+    """The YAML text of ``config.yaml``."""
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

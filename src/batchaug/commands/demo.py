@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         d = args.out / name
         if d.exists() and args.force:
             shutil.rmtree(d)
-        print(f"== training {name} ({cfg.model.name}, method {cfg.method['name']}) -> {d}")
+        print(f"== training {name} ({cfg.model.name}, method {cfg.method.name}) -> {d}")
         train_run(cfg, d)
         dirs.append(d)
     rows = runs_table(dirs, list(runs))

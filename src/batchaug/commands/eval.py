@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         if args.views:
             from batchaug.augment import ViewAugmenter, build_policy
 
-            policy_spec = args.policy or tr.cfg.method.get("policy") or "standard"
+            policy_spec = args.policy or tr.method.view_policy()
             aug = ViewAugmenter(build_policy(policy_spec, image_size=tr.data.image_size), m=args.views,
                                 mean=tr.data.mean, std=tr.data.std)
             gen = torch.Generator(device=tr.device).manual_seed(args.seed)
@@ -81,17 +81,17 @@ def run(args: argparse.Namespace) -> int:
                 device=tr.device)}
         _write(args.run_dir, "clean.json", result)
         if args.sba_vote:
-            if tr.cfg.method.get("name") != "sba":
+            if tr.cfg.method.name != "sba":
                 raise ConfigError(f"--sba-vote needs an SBA run; {args.run_dir} used method "
-                                  f"{tr.cfg.method.get('name')!r}")
+                                  f"{tr.cfg.method.name!r}")
             from batchaug.evaluate.sba import evaluate_sba
 
             _write(args.run_dir, "sba.json", {**header, **evaluate_sba(tr.model, tr.method, images, targets,
                                                                         batch_size=args.batch_size)})
         if alphas is not None:
-            if tr.cfg.method.get("name") != "splitbn":
+            if tr.cfg.method.name != "splitbn":
                 raise ConfigError(f"--alphas needs a split-BN run; {args.run_dir} used method "
-                                  f"{tr.cfg.method.get('name')!r}")
+                                  f"{tr.cfg.method.name!r}")
             from batchaug.evaluate.splitbn import evaluate_splitbn
 
             _write(args.run_dir, "splitbn.json", {**header, **evaluate_splitbn(

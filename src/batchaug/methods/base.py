@@ -18,7 +18,6 @@ batch can be cut into micro-batches along the sample axis without the trainer kn
 from __future__ import annotations
 
 import abc
-import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -158,6 +157,11 @@ class Method(abc.ABC):
         """Evaluation logits for uint8 images. Default: the plain model on normalized images."""
         return model(self.normalize(images))
 
+    def view_policy(self) -> Any:
+        """The policy spec of the views this method trains on (test-time views reuse it). Default:
+        ``options.policy`` when the options have one, else ``standard``."""
+        return getattr(self.options, "policy", "standard")
+
     def eval_modes(self) -> Mapping[str, Any]:
         """Extra named evaluation modes this method offers (e.g. split-BN branches). Default: none."""
         return {}
@@ -173,15 +177,6 @@ class Method(abc.ABC):
     # -- helpers -----------------------------------------------------------------------------
     def cross_entropy(self, logits: Tensor, targets: Tensor) -> Tensor:
         return F.cross_entropy(logits.float(), targets, label_smoothing=self.context.label_smoothing)
-
-
-def check_positive(value: float, key: str, *, allow_zero: bool = False) -> None:
-    """Raise ConfigError unless ``value`` is > 0 (or >= 0)."""
-    from batchaug.errors import ConfigError
-
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{key}: must be {bound}, got {value!r}")
 
 
 def check_policy(policy: Any, key: str) -> None:

@@ -5,6 +5,8 @@
   learning-rate schedule and number of epochs are unchanged, so the number of SGD steps is the baseline's.
 - ``ra``: regime adaptation, the BA paper's Fig. 5 comparison: a plain batch of B·M distinct samples
   trained for M× the epochs (again the same number of steps), optionally with the learning rate scaled.
+
+All three are :class:`~batchaug.methods.views.ViewsMethod`: ``method.mix`` (MixUp, CutMix) works with each.
 """
 
 from __future__ import annotations
@@ -16,105 +18,65 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from batchaug.errors import ConfigError
-from batchaug.methods.base import LossOutput, Method, MethodBatch, MethodContext, Regime, check_policy
+from batchaug.methods.base import LossOutput, MethodBatch, MethodContext, Regime
+from batchaug.methods.views import ViewsMethod, ViewsOptions
 from batchaug.nn.bn_utils import frozen_bn_stats
+from batchaug.schema import option
 
 
 @dataclass
-class BaselineOptions:
-    policy: Any = "standard"
-    """Augmentation policy: a name (``batchaug.augment.POLICY_NAMES``), ``a+b``, or a mapping with ``name``."""
-
-    def validate(self, prefix: str) -> None:
-        check_policy(self.policy, f"{prefix}.policy")
+class BaselineOptions(ViewsOptions):
+    """Options of ``method.name=baseline``: the policy and the batch transform of every views method."""
 
 
 @dataclass
-class BAOptions:
-    m: int = 4
+class BAOptions(ViewsOptions):
+    m: int = option(4, ge=1)
     """Views per sample (the paper's M)."""
-    policy: Any = "standard"
     average_outputs: bool = False
     """Average the M views' logits per sample before the loss (one prediction per sample)."""
     adapt_grad_norm: bool = False
     """Rescale the loss so the gradient norm matches that of a single copy of the batch (see docs)."""
-    adapt_every: int = 50
+    adapt_every: int = option(50, ge=1)
     """Steps between single-copy gradient-norm probes when ``adapt_grad_norm`` is on."""
-    adapt_momentum: float = 0.9
+    adapt_momentum: float = option(0.9, ge=0, lt=1)
     """Exponential smoothing of the measured norm ratio."""
-
-    def validate(self, prefix: str) -> None:
-        if self.m < 1:
-            raise ConfigError(f"{prefix}.m: must be >= 1, got {self.m}")
-        if self.adapt_every < 1:
-            raise ConfigError(f"{prefix}.adapt_every: must be >= 1, got {self.adapt_every}")
-        if not 0 <= self.adapt_momentum < 1:
-            raise ConfigError(f"{prefix}.adapt_momentum: must be in [0, 1), got {self.adapt_momentum}")
-        check_policy(self.policy, f"{prefix}.policy")
 
 
 @dataclass
-class RAOptions:
-    m: int = 4
+class RAOptions(ViewsOptions):
+    m: int = option(4, ge=1)
     """Batch multiplier: batch B·M of distinct samples, M× the epochs."""
-    policy: Any = "standard"
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
     """How the learning rate follows the larger batch (``sqrt``: Hoffer et al. 2017)."""
 
-    def validate(self, prefix: str) -> None:
-        if self.m < 1:
-            raise ConfigError(f"{prefix}.m: must be >= 1, got {self.m}")
-        check_policy(self.policy, f"{prefix}.policy")
 
-
-class _ViewsMethod(Method):
-    """Shared machinery: ``m`` views per sample from one policy, cross-entropy over the views."""
-
-    m: int = 1
-
-    def __init__(self, options: Any, context: MethodContext) -> None:
-        super().__init__(options, context)
-        from batchaug.augment import ViewAugmenter, build_policy
-
-        policy = build_policy(options.policy, image_size=context.image_size)
-        self.augmenter = ViewAugmenter(policy, m=self.m, mean=context.mean, std=context.std,
-                                       channels_last=context.channels_last)
-
-    @property
-    def views_per_sample(self) -> int:
-        return self.m
-
-    def make_batch(self, images: Tensor, targets: Tensor, generator: torch.Generator | None = None) -> MethodBatch:
-        from batchaug.augment import repeat_targets
-
-        views = self.augmenter(images, generator)
-        return MethodBatch({"inputs": views, "targets": repeat_targets(targets, self.m)}, images.shape[0])
-
-    def loss(self, model: nn.Module, batch: MethodBatch) -> LossOutput:
-        logits = model(batch["inputs"])
-        return LossOutput(self.cross_entropy(logits, batch["targets"]), logits, batch["targets"])
-
-
-class Baseline(_ViewsMethod):
+class Baseline(ViewsMethod):
     """One augmented view per sample: ordinary training."""
 
     name = "baseline"
     Options = BaselineOptions
 
 
-class BatchAugmentation(_ViewsMethod):
+class BatchAugmentation(ViewsMethod):
     """M differently augmented views of every sample in the same batch (Hoffer et al. 2019)."""
 
     name = "ba"
     Options = BAOptions
 
     def __init__(self, options: BAOptions, context: MethodContext) -> None:
-        self.m = options.m
         super().__init__(options, context)
         self._step = 0
         self._probe_pending = False
         self._scale = 1.0  # smoothed ||g_single|| / ||g_all||
+
+    @property
+    def m(self) -> int:
+        return self.options.m
+
+    @property
+    def views_per_sample(self) -> int:
+        return self.options.m
 
     def begin_step(self, step: int, epoch: int) -> None:
         self._step = step
@@ -123,22 +85,24 @@ class BatchAugmentation(_ViewsMethod):
     def loss(self, model: nn.Module, batch: MethodBatch) -> LossOutput:
         m = self.m
         x, y = batch["inputs"], batch["targets"]
+        target = self.objective_targets(batch)
         if self._probe_pending:
             self._probe_pending = False
-            self._update_grad_scale(model, x, y)
+            self._update_grad_scale(model, x, target)
         logits = model(x)
         if self.options.average_outputs and m > 1:
             per_sample = logits.float().view(-1, m, logits.shape[-1]).mean(1)
-            loss = self.cross_entropy(per_sample, y[::m])
+            per_target = target[::m] if target.dim() == 1 else target.view(-1, m, target.shape[-1]).mean(1)
+            loss = self.cross_entropy(per_sample, per_target)
         else:
-            loss = self.cross_entropy(logits, y)
+            loss = self.cross_entropy(logits, target)
         metrics: dict[str, float | Tensor] = {}
         if self.options.adapt_grad_norm:
             loss = loss * self._scale
             metrics["grad_scale"] = self._scale
         return LossOutput(loss, logits, y, metrics)
 
-    def _update_grad_scale(self, model: nn.Module, x: Tensor, y: Tensor) -> None:
+    def _update_grad_scale(self, model: nn.Module, x: Tensor, y: Tensor) -> None:  # y: labels or soft targets
         """Measure ||∇L(one copy)|| / ||∇L(all M copies)|| on this chunk and smooth it.
 
         Both gradients come from ``torch.autograd.grad`` (``.grad`` is untouched) inside
@@ -165,7 +129,7 @@ class BatchAugmentation(_ViewsMethod):
         self._scale = float(state.get("grad_scale", 1.0))
 
 
-class RegimeAdaptation(_ViewsMethod):
+class RegimeAdaptation(ViewsMethod):
     """Plain large batch B·M trained for M× the epochs (the BA paper's Fig. 5 baseline)."""
 
     name = "ra"

@@ -31,38 +31,34 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from batchaug.errors import ConfigError
-from batchaug.methods.base import (
-    LossOutput,
-    Method,
-    MethodBatch,
-    MethodContext,
-    check_policy,
-    check_positive,
-)
+from batchaug.methods.base import LossOutput, Method, MethodBatch, MethodContext
+from batchaug.methods.views import AugmentOptions, build_view_augmenter
 from batchaug.nn.latent import LatentAugmenter, split_virtual
+from batchaug.schema import option
 
 __all__ = ["SBAOptions", "StochasticBatchAugmentation", "aggregate_predictions", "soft_label_kl"]
 
 
 @dataclass
-class SBAOptions:
-    """Options of ``method.name=sba`` (``docs/sba.md`` explains every default)."""
+class SBAOptions(AugmentOptions):
+    """Options of ``method.name=sba`` (``docs/sba.md`` explains every default). ``policy`` (from
+    :class:`~batchaug.methods.views.AugmentOptions`) is the input augmentation of the one view per sample."""
 
-    m: int = 8
+    m: int = option(8, ge=1)
     """Virtual copies per sample, M = p + q."""
-    dropout_copies: int | None = None
+    dropout_copies: int | None = option(None, ge=0)
     """q, the dropout copies among the M; the other p = M - q are Gaussian. Unset: q = M // 2."""
     p: float | None = None
     """Probability that a step (or epoch) is augmented. Give ``p`` or ``omega``, not both; neither: 0.5."""
     omega: float | None = None
     """Scheduler angle ω in [0, π/2] radians, p = cos ω (ω = π/3 gives p = 0.5)."""
-    sigma: float = 0.1
+    sigma: float = option(0.1, ge=0)
     """Standard deviation σ of the Gaussian noise ε ~ N(0, σ²I) in feature units."""
-    tau: float | None = None
+    tau: float | None = option(None, gt=0)
     """Clipping bound τ of the noise (elementwise). Unset: 2σ."""
-    eta: float = 1.0
+    eta: float = option(1.0, ge=0)
     """Weight η of the soft-label KL term."""
-    dropout_p: float = 0.2
+    dropout_p: float = option(0.2, ge=0, lt=1)
     """Drop rate of the dropout copies' Bernoulli masks."""
     layers: list[str] | None = None
     """Eligible layers S (module paths). Unset: the model's registry default (``batchaug models``)."""
@@ -80,9 +76,7 @@ class SBAOptions:
     inference: Literal["plain", "mean", "vote"] = "plain"
     """What ``predict`` returns: the raw prediction, the mean probability of the raw and M virtual
     predictions, or their majority vote."""
-    policy: Any = "standard"
-    """Input augmentation of the one view per sample (a ``batchaug.augment`` policy)."""
-    seed: int | None = None
+    seed: int | None = option(None, ge=0)
     """Seed of the scheduler and noise generators. Unset: the run's seed (``torch.initial_seed()``)."""
 
     def probability(self) -> float:
@@ -92,8 +86,7 @@ class SBAOptions:
         return math.cos(self.omega) if self.omega is not None else 0.5
 
     def validate(self, prefix: str) -> None:
-        if self.m < 1:
-            raise ConfigError(f"{prefix}.m: must be >= 1, got {self.m}")
+        super().validate(prefix)
         if self.dropout_copies is not None and not 0 <= self.dropout_copies <= self.m:
             raise ConfigError(f"{prefix}.dropout_copies: must be in [0, m={self.m}], got {self.dropout_copies}")
         if self.p is not None and self.omega is not None:
@@ -102,14 +95,8 @@ class SBAOptions:
             raise ConfigError(f"{prefix}.p: must be a probability in [0, 1], got {self.p}")
         if self.omega is not None and not 0.0 <= self.omega <= math.pi / 2 + 1e-12:
             raise ConfigError(f"{prefix}.omega: must be in [0, π/2] radians (p = cos ω), got {self.omega}")
-        for key in ("sigma", "eta"):
-            check_positive(getattr(self, key), f"{prefix}.{key}", allow_zero=True)
-        if self.tau is not None:
-            check_positive(self.tau, f"{prefix}.tau")
         if self.tau is None and self.sigma == 0:
             raise ConfigError(f"{prefix}.tau: set tau when sigma is 0 (the default tau is 2·sigma)")
-        if not 0.0 <= self.dropout_p < 1.0:
-            raise ConfigError(f"{prefix}.dropout_p: must be in [0, 1), got {self.dropout_p}")
         if self.layers is not None:
             if not self.layers:
                 raise ConfigError(f"{prefix}.layers: give at least one module path, or leave it unset for the "
@@ -123,7 +110,6 @@ class SBAOptions:
         if self.fixed_layer is not None and self.layer_choice != "fixed":
             raise ConfigError(f"{prefix}.fixed_layer: only used with {prefix}.layer_choice=fixed "
                               f"(got layer_choice={self.layer_choice!r})")
-        check_policy(self.policy, f"{prefix}.policy")
 
     @property
     def num_dropout(self) -> int:
@@ -183,10 +169,7 @@ class StochasticBatchAugmentation(Method):
 
     def __init__(self, options: SBAOptions, context: MethodContext) -> None:
         super().__init__(options, context)
-        from batchaug.augment import ViewAugmenter, build_policy
-
-        self.augmenter = ViewAugmenter(build_policy(options.policy, image_size=context.image_size), m=1,
-                                       mean=context.mean, std=context.std, channels_last=context.channels_last)
+        self.augmenter = build_view_augmenter(options.policy, 1, context)
         self.prob = options.probability()
         self.m = options.m
         self.seed = int(options.seed) if options.seed is not None else torch.initial_seed()

@@ -30,8 +30,8 @@ from batchaug.methods.base import (
     MethodBatch,
     MethodContext,
     check_policy,
-    check_positive,
 )
+from batchaug.methods.views import build_view_augmenter
 from batchaug.nn.bn_utils import frozen_bn_stats
 from batchaug.nn.split_bn import (
     convert_split_bn,
@@ -39,6 +39,7 @@ from batchaug.nn.split_bn import (
     route,
     split_batchnorms,
 )
+from batchaug.schema import option
 
 PGD = "pgd"
 
@@ -59,11 +60,11 @@ class SplitBNOptions:
     policy: Any = "standard"
     """The main branch's policy under the key every method shares, so ``method.name=splitbn`` runs on a
     config written for another method; ``weak`` takes precedence."""
-    pgd_eps: float = 8 / 255
+    pgd_eps: float = option(8 / 255, gt=0)
     """L∞ radius of ``strong: pgd`` in [0, 1] pixel units."""
-    pgd_steps: int = 7
+    pgd_steps: int = option(7, ge=1)
     """Signed-gradient steps of the attack."""
-    pgd_step_size: float = 2 / 255
+    pgd_step_size: float = option(2 / 255, gt=0)
     """Step of the attack in [0, 1] pixel units."""
     pgd_random_start: bool = True
     """Start each attack from a uniform draw in the ε-ball."""
@@ -75,7 +76,7 @@ class SplitBNOptions:
     """Synchronize each split's batch statistics across processes under ``torchrun``."""
     eval_branch: Literal["main", "aux", "blend"] = "main"
     """Branch that validation (``predict``) uses: main BNs, auxiliary BNs, or the α-blend of their predictions."""
-    eval_alpha: float = 0.5
+    eval_alpha: float = option(0.5, ge=0, le=1)
     """α of ``eval_branch: blend``: p = (1 - α)·p_main + α·p_aux."""
 
     def validate(self, prefix: str) -> None:
@@ -88,17 +89,11 @@ class SplitBNOptions:
             if self.strong_options:
                 raise ConfigError(f"{prefix}.strong_options: strong=pgd takes {prefix}.pgd_eps, pgd_steps and "
                                   f"pgd_step_size, not {sorted(self.strong_options)}")
-            check_positive(self.pgd_eps, f"{prefix}.pgd_eps")
             if self.pgd_eps > 1:
                 raise ConfigError(f"{prefix}.pgd_eps: {self.pgd_eps} is in [0, 1] pixel units (e.g. 8/255 = "
                                   f"0.0314); values above 1 are meaningless")
-            check_positive(self.pgd_step_size, f"{prefix}.pgd_step_size")
-            if self.pgd_steps < 1:
-                raise ConfigError(f"{prefix}.pgd_steps: must be >= 1, got {self.pgd_steps}")
         else:
             check_policy(_spec(self.strong, self.strong_options), f"{prefix}.strong")
-        if not 0.0 <= self.eval_alpha <= 1.0 or not math.isfinite(self.eval_alpha):
-            raise ConfigError(f"{prefix}.eval_alpha: must be in [0, 1], got {self.eval_alpha}")
         if not self.split_bn:
             for key, bad in (("shared_affine", self.shared_affine), ("sync_bn", self.sync_bn),
                              ("eval_branch", self.eval_branch != "main")):
@@ -137,22 +132,20 @@ class SplitBNMethod(Method):
 
     def __init__(self, options: SplitBNOptions, context: MethodContext) -> None:
         super().__init__(options, context)
-        from batchaug.augment import ViewAugmenter, build_policy
-
         o = options
         weak = o.policy if o.weak is None else o.weak
         self.pgd = o.strong == PGD
-
-        def views(spec: Any) -> ViewAugmenter:
-            return ViewAugmenter(build_policy(spec, image_size=context.image_size), m=1, mean=context.mean,
-                                 std=context.std, channels_last=context.channels_last)
-
-        self.weak_views = views(_spec(weak, o.weak_options))
-        self.strong_views = None if self.pgd else views(_spec(o.strong, o.strong_options))
+        self.weak_views = build_view_augmenter(_spec(weak, o.weak_options), 1, context)
+        self.strong_views = None if self.pgd else build_view_augmenter(_spec(o.strong, o.strong_options), 1, context)
 
     @property
     def views_per_sample(self) -> int:
         return 2
+
+    def view_policy(self) -> Any:
+        """The main branch's (weak) policy: test-time views are clean-like views."""
+        o = self.options
+        return _spec(o.policy if o.weak is None else o.weak, o.weak_options)
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         """Swap every BatchNorm for a 2-way split BatchNorm (unless ``split_bn`` is off)."""

@@ -161,7 +161,7 @@ def prepare_run(cfg: RunConfig, out_dir: str | Path | None, *, resume: bool = Fa
         from batchaug.nn.ghost_bn import convert_ghost_bn
 
         if any(getattr(m, "_batchaug_bn", False) for m in model.modules()):
-            raise ConfigError(f"train.ghost_bn: method {cfg.method['name']!r} already replaced the model's "
+            raise ConfigError(f"train.ghost_bn: method {cfg.method.name!r} already replaced the model's "
                               "BatchNorms (e.g. split BN); ghost BN cannot be stacked on them — unset train.ghost_bn")
         model = convert_ghost_bn(model, t.ghost_bn)
     model = model.to(device)
