@@ -1,4 +1,5 @@
-"""TensorBatchSampler (determinism, resume mid-epoch) and make_uint8_loader (lazy decoding)."""
+"""The batch source: EpochBatchSampler (an order that is a function of the step: coverage, sharding,
+resume) and StepBatches (in memory and streamed through DataLoader workers, the same batches)."""
 
 from __future__ import annotations
 
@@ -10,83 +11,63 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 
 from batchaug.data import (
+    EpochBatchSampler,
     ImageFolderSource,
-    TensorBatchSampler,
+    StepBatches,
     collate_uint8,
     load_split,
-    make_uint8_loader,
     stratified_indices,
 )
 from batchaug.errors import ConfigError, DataError
 
 
-def _epoch(sampler: TensorBatchSampler) -> list[torch.Tensor]:
-    return list(sampler)
+def test_each_epoch_is_a_permutation_in_whole_batches():
+    s = EpochBatchSampler(23, 4, seed=0)
+    assert s.steps_per_epoch == 5  # the last 3 samples of each epoch are dropped
+    epoch0 = torch.cat([s.indices(k) for k in range(5)])
+    assert len(set(epoch0.tolist())) == 20 and all(0 <= i < 23 for i in epoch0.tolist())
+    assert not torch.equal(s.indices(0), s.indices(5))  # a new order every epoch
 
 
-def test_len_and_coverage():
-    s = TensorBatchSampler(10, 3, shuffle=True, drop_last=False, generator=torch.Generator().manual_seed(0))
-    assert len(s) == 4
-    batches = _epoch(s)
-    assert [len(b) for b in batches] == [3, 3, 3, 1]
-    assert sorted(torch.cat(batches).tolist()) == list(range(10))
-    assert all(b.dtype == torch.int64 and b.device.type == "cpu" for b in batches)
-    s = TensorBatchSampler(10, 3, generator=torch.Generator().manual_seed(0))
-    assert len(s) == 3 and [len(b) for b in _epoch(s)] == [3, 3, 3]
-    ordered = TensorBatchSampler(5, 2, shuffle=False, drop_last=False)
-    assert [b.tolist() for b in ordered] == [[0, 1], [2, 3], [4]]
+def test_the_order_depends_on_seed_and_step_only():
+    a, b, c = EpochBatchSampler(50, 10, seed=7), EpochBatchSampler(50, 10, seed=7), EpochBatchSampler(50, 10, seed=8)
+    assert all(torch.equal(a.indices(k), b.indices(k)) for k in (0, 3, 11, 4))  # any order of asking
+    assert not torch.equal(a.indices(0), c.indices(0))
+    resumed = EpochBatchSampler(50, 10, seed=7, start=7, stop=12)
+    assert list(resumed) == [a.indices(k).tolist() for k in range(7, 12)] and len(resumed) == 5
 
 
-def test_same_generator_same_batches_new_permutation_each_epoch():
-    a = TensorBatchSampler(50, 10, generator=torch.Generator().manual_seed(7))
-    b = TensorBatchSampler(50, 10, generator=torch.Generator().manual_seed(7))
-    ea1, ea2 = torch.cat(_epoch(a)), torch.cat(_epoch(a))
-    eb1, eb2 = torch.cat(_epoch(b)), torch.cat(_epoch(b))
-    assert torch.equal(ea1, eb1) and torch.equal(ea2, eb2)
-    assert not torch.equal(ea1, ea2)
-    assert a.epoch == 2
-    torch.manual_seed(3)
-    c1 = torch.cat(_epoch(TensorBatchSampler(50, 10)))
-    torch.manual_seed(3)
-    c2 = torch.cat(_epoch(TensorBatchSampler(50, 10)))
-    assert torch.equal(c1, c2)  # no generator: follows torch.manual_seed
+def test_ranks_split_each_global_batch():
+    whole = EpochBatchSampler(64, 8, seed=3)
+    ranks = [EpochBatchSampler(64, 8, seed=3, world=2, rank=r) for r in range(2)]
+    for step in range(10):
+        parts = [r.indices(step) for r in ranks]
+        assert torch.equal(torch.sort(torch.cat(parts)).values, torch.sort(whole.indices(step)).values)
+        assert not set(parts[0].tolist()) & set(parts[1].tolist())
 
 
-@pytest.mark.parametrize("stop_after", [0, 3, 5, 7])
-def test_resume_draws_the_same_batches(tmp_path, stop_after):
-    ref = TensorBatchSampler(23, 4, drop_last=False, generator=torch.Generator().manual_seed(11))
-    reference = _epoch(ref) + _epoch(ref) + _epoch(ref)  # 3 epochs of 6 batches
-
-    run = TensorBatchSampler(23, 4, drop_last=False, generator=torch.Generator().manual_seed(11))
-    seen: list[torch.Tensor] = []
-    it = iter(run)
-    for _ in range(stop_after):  # interrupted after `stop_after` batches (crossing epochs)
-        try:
-            seen.append(next(it))
-        except StopIteration:
-            it = iter(run)
-            seen.append(next(it))
-    torch.save(run.state_dict(), tmp_path / "s.pt")
-
-    resumed = TensorBatchSampler(23, 4, drop_last=False, generator=torch.Generator().manual_seed(999))
-    resumed.load_state_dict(torch.load(tmp_path / "s.pt", weights_only=True))
-    while len(seen) < len(reference):
-        seen.extend(_epoch(resumed))
-    assert len(seen) == len(reference)
-    assert all(torch.equal(x, y) for x, y in zip(seen, reference, strict=True))
+def test_bad_batches_are_named_and_resume_checks_the_order():
+    with pytest.raises(ConfigError, match="train.batch_size: a batch of 30 samples does not fit the 20"):
+        EpochBatchSampler(20, 30)
+    with pytest.raises(ConfigError, match="not divisible by the 3 processes"):
+        EpochBatchSampler(20, 4, world=3)
+    s = EpochBatchSampler(20, 4, seed=1)
+    s.check_state(EpochBatchSampler(20, 4, seed=1).state_dict())
+    with pytest.raises(ConfigError, match="batch_size=5"):
+        s.check_state(EpochBatchSampler(20, 5, seed=1).state_dict())
 
 
-def test_resume_rejects_a_different_batching():
-    s = TensorBatchSampler(20, 4, generator=torch.Generator().manual_seed(0))
-    state = s.state_dict()
-    with pytest.raises(ConfigError, match="batch_size=4"):
-        TensorBatchSampler(20, 5).load_state_dict(state)
-    with pytest.raises(ConfigError, match="drop_last=True"):
-        TensorBatchSampler(3, 4)
-    with pytest.raises(ConfigError, match="batch_size=0"):
-        TensorBatchSampler(3, 0)
+def test_indices_and_data_stay_on_their_device():
+    s = EpochBatchSampler(40, 8, seed=0)
+    images = torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1).expand(40, 1, 2, 2).contiguous()
+    batches = StepBatches(images, torch.arange(40), s, torch.device("cpu"))
+    steps = list(batches.iterate(3, 7))
+    assert [k for k, _, _ in steps] == [3, 4, 5, 6]
+    for k, x, y in steps:
+        assert torch.equal(y, s.indices(k)) and torch.equal(x[:, 0, 0, 0].long(), y)
 
 
 def _tree_zip(tmp_path: Path, sizes: list[tuple[int, int]]) -> Path:
@@ -101,18 +82,25 @@ def _tree_zip(tmp_path: Path, sizes: list[tuple[int, int]]) -> Path:
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_uint8_loader_batches_match_the_whole_load(tmp_path, workers, monkeypatch):
+def test_streamed_batches_equal_the_in_memory_ones(tmp_path, workers, monkeypatch):
     monkeypatch.setenv("BATCHAUG_CACHE", str(tmp_path / "cache"))
     archive = _tree_zip(tmp_path, [(20 + i, 30 - i) for i in range(10)])
-    ds = ImageFolderSource(archive, image_size=16)
-    loader = make_uint8_loader(ds, 4, shuffle=False, drop_last=False, num_workers=workers)
-    batches = list(loader)
-    images = torch.cat([b[0] for b in batches])
-    targets = torch.cat([b[1] for b in batches])
-    assert batches[0][0].shape == (4, 3, 16, 16) and batches[0][0].dtype == torch.uint8
-    assert targets.dtype == torch.int64
+    lazy = ImageFolderSource(archive, image_size=16)
     whole = load_split(archive, image_size=16, cache=False)
-    assert torch.equal(images, whole.images) and torch.equal(targets, whole.targets)
+    sampler = EpochBatchSampler(10, 4, seed=5)
+    streamed = list(StepBatches(lazy, None, sampler, torch.device("cpu"), num_workers=workers).iterate(1, 5))
+    in_memory = list(StepBatches(whole.images, whole.targets, sampler, torch.device("cpu")).iterate(1, 5))
+    for (k1, x1, y1), (k2, x2, y2) in zip(streamed, in_memory, strict=True):
+        assert k1 == k2 and x1.dtype == torch.uint8 and y1.dtype == torch.int64
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+
+
+def test_the_sampler_drives_any_dataloader(tmp_path):
+    ds = ImageFolderSource(_tree_zip(tmp_path, [(8, 8)] * 12), image_size=8)
+    sampler = EpochBatchSampler(len(ds), 4, seed=0, start=0, stop=6)
+    batches = list(DataLoader(ds, batch_sampler=sampler, collate_fn=collate_uint8))
+    assert len(batches) == 6 and batches[0][0].shape == (4, 3, 8, 8)
+    assert torch.equal(batches[4][1], ds.targets[sampler.indices(4)])
 
 
 def test_stratified_subset_of_a_lazy_dataset(tmp_path):
@@ -123,9 +111,7 @@ def test_stratified_subset_of_a_lazy_dataset(tmp_path):
     assert torch.equal(sub[1][0], ds[int(idx[1])][0])
 
 
-def test_uint8_loader_needs_a_fixed_size(tmp_path):
+def test_collate_needs_a_fixed_size(tmp_path):
     ds = ImageFolderSource(_tree_zip(tmp_path, [(8, 8), (9, 9)]))
     with pytest.raises(DataError, match="different sizes.*image_size"):
         collate_uint8([ds[0], ds[1]])
-    with pytest.raises(ConfigError, match="batch_size"):
-        make_uint8_loader(ds, 0)

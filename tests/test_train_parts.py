@@ -120,3 +120,46 @@ def test_checkpoint_atomic_roundtrip(tmp_path):
     with pytest.raises(OSError, match="bad.pt"):
         load_checkpoint(tmp_path / "bad.pt")
     assert math.isfinite(1.0)
+
+
+# ------------------------------------------------------------- run length and the schedule's time axis
+
+
+def _plan(*overrides: str, m: int = 1):
+    from batchaug.config import load_config
+    from batchaug.methods import Regime
+    from batchaug.train.run import plan_run, schedule_of
+
+    cfg = load_config("configs/quick/cifar10_resnet20.yaml", list(overrides))  # 5 epochs, milestones [3, 4]
+    plan = plan_run(cfg, Regime(m, float(m)), num_train=640)  # batch 64: 10 steps per epoch
+    return plan, schedule_of(cfg, plan)
+
+
+def _drops(schedule, steps: int) -> list[int]:
+    """Steps at which the (post-warm-up) learning rate falls by 10x."""
+    lrs = [schedule(s) for s in range(steps)]
+    return [s for s in range(1, steps) if lrs[s] < 0.5 * lrs[s - 1]]
+
+
+def test_epochs_only_runs_the_regime_in_real_epochs():
+    plan, schedule = _plan()
+    assert (plan.total_steps, plan.steps_per_epoch, plan.epochs) == (50, 10, 5.0)
+    assert _drops(schedule, 50) == [30, 40]
+
+
+def test_max_steps_with_epochs_compresses_the_whole_regime():
+    plan, schedule = _plan("train.max_steps=20")
+    assert (plan.total_steps, plan.epochs) == (20, 5.0)
+    assert _drops(schedule, 20) == [12, 16]  # milestones at 3/5 and 4/5 of the run
+
+
+def test_max_steps_without_epochs_is_a_regime_of_max_steps_over_steps_per_epoch_epochs():
+    plan, schedule = _plan("train.max_steps=45", "train.epochs=null")
+    assert (plan.total_steps, plan.epochs) == (45, 4.5)
+    assert _drops(schedule, 45) == [30, 40]  # milestones at real epochs 3 and 4
+
+
+def test_regime_adaptation_multiplies_batch_epochs_and_milestones():
+    plan, schedule = _plan(m=2)
+    assert (plan.batch_size, plan.steps_per_epoch, plan.total_steps, plan.milestones) == (128, 5, 50, (6.0, 8.0))
+    assert _drops(schedule, 50) == [30, 40]

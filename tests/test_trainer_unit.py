@@ -88,18 +88,20 @@ def test_same_seed_same_run_different_seed_different_run():
 
 def test_batches_cover_each_epoch_without_repeats():
     t = _setup()
-    seen = torch.cat([t._batch_indices(s) for s in range(4)])
+    seen = torch.cat([t.sampler.indices(s) for s in range(4)])
     assert sorted(seen.tolist()) == list(range(64))
-    assert not torch.equal(t._batch_indices(0), t._batch_indices(4))  # a new permutation per epoch
+    assert not torch.equal(t.sampler.indices(0), t.sampler.indices(4))  # a new permutation per epoch
 
 
 def test_tensorboard_events_written_when_installed(tmp_path):
     pytest.importorskip("tensorboard")
     t = _setup()
+    from batchaug.train.callbacks.loggers import TensorBoardLogger
     from batchaug.train.metrics_log import MetricsWriter
 
     t.out_dir = tmp_path
-    t.writer = MetricsWriter(tmp_path / "metrics.jsonl", tmp_path / "tensorboard")
+    t.writer = MetricsWriter(tmp_path / "metrics.jsonl")
+    t.callbacks.append(TensorBoardLogger(tmp_path / "tensorboard"))
     t.fit()
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -117,7 +117,9 @@ class TrainConfig:
     """``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``..."""
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False
-    compile: bool = False
+    compile: bool | str = False
+    """``torch.compile`` the model: ``true`` (the default backend, inductor) or a backend name
+    (``aot_eager``, ``cudagraphs``, ... as ``torch._dynamo.list_backends()`` lists)."""
     micro_batch: int | None = option(None, ge=1)
     """Largest number of views per forward/backward; a step is split into chunks above it. Unset:
     the whole step at once, halving automatically after a CUDA out-of-memory error."""

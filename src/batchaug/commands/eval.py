@@ -4,6 +4,7 @@
   batchaug eval RUN --views 8            + accuracy of averaging 8 augmented views and of their vote
   batchaug eval RUN --sba-vote           eval/sba.json: SBA plain / mean / majority-vote accuracy
   batchaug eval RUN --alphas 0,0.5,1     eval/splitbn.json: split-BN main, aux, alpha-blends, single pass
+  batchaug eval RUN --ema                the weight average of a train.ema_decay run (eval/clean_ema.json, ...)
 
 The model is rebuilt from RUN/config.yaml and RUN/best.pt (or --checkpoint last / a path), and evaluated
 on the validation split the run used.
@@ -22,6 +23,8 @@ from batchaug.errors import ConfigError
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, metavar="RUN", help="a run directory written by batchaug train")
     parser.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint path")
+    parser.add_argument("--ema", action="store_true",
+                        help="evaluate the exponential moving average of the weights (runs with train.ema_decay)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--views", type=int, default=0, metavar="M",
@@ -61,10 +64,11 @@ def run(args: argparse.Namespace) -> int:
     alphas = _parse_alphas(args.alphas) if args.alphas is not None else None
     if args.views < 0:
         raise ConfigError(f"--views: must be >= 0, got {args.views}")
-    tr = load_trained(args.run_dir, args.checkpoint, args.device)
+    tr = load_trained(args.run_dir, args.checkpoint, args.device, ema=args.ema)
     images, targets = tr.data.val_images, tr.data.val_targets
     header = {"run_dir": str(args.run_dir), "checkpoint": tr.checkpoint.name, "step": tr.step,
-              "split": tr.cfg.eval.split}
+              "split": tr.cfg.eval.split, "weights": "ema" if args.ema else "model"}
+    suffix = "_ema" if args.ema else ""  # the average's results beside the weights', not over them
     with torch.no_grad():
         clean = evaluate_clean(lambda x: tr.method.predict(tr.model, x), images, targets,
                                batch_size=args.batch_size, device=tr.device)
@@ -79,14 +83,14 @@ def run(args: argparse.Namespace) -> int:
             result["test_time_views"] = {"policy": policy_spec, **evaluate_views(
                 tr.model, aug, args.views, images, targets, batch_size=args.batch_size, generator=gen,
                 device=tr.device)}
-        _write(args.run_dir, "clean.json", result)
+        _write(args.run_dir, f"clean{suffix}.json", result)
         if args.sba_vote:
             if tr.cfg.method.name != "sba":
                 raise ConfigError(f"--sba-vote needs an SBA run; {args.run_dir} used method "
                                   f"{tr.cfg.method.name!r}")
             from batchaug.evaluate.sba import evaluate_sba
 
-            _write(args.run_dir, "sba.json", {**header, **evaluate_sba(tr.model, tr.method, images, targets,
+            _write(args.run_dir, f"sba{suffix}.json", {**header, **evaluate_sba(tr.model, tr.method, images, targets,
                                                                         batch_size=args.batch_size)})
         if alphas is not None:
             if tr.cfg.method.name != "splitbn":
@@ -94,6 +98,6 @@ def run(args: argparse.Namespace) -> int:
                                   f"{tr.cfg.method.name!r}")
             from batchaug.evaluate.splitbn import evaluate_splitbn
 
-            _write(args.run_dir, "splitbn.json", {**header, **evaluate_splitbn(
+            _write(args.run_dir, f"splitbn{suffix}.json", {**header, **evaluate_splitbn(
                 tr.model, tr.method, images, targets, alphas, batch_size=args.batch_size)})
     return 0

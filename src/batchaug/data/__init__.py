@@ -2,7 +2,9 @@
 
 Image datasets load whole as uint8 tensors (:func:`load_split` -> :class:`TensorSplit`), to be
 kept on the training device and augmented there, or lazily one image at a time
-(:class:`ImageFolderSource` + :func:`make_uint8_loader`) when they do not fit in memory. Penn
+(:class:`ImageFolderSource` through a DataLoader with :func:`collate_uint8`) when they do not fit in
+memory. Which samples each step trains on is :class:`EpochBatchSampler` (a function of the step, so
+resumes are exact); :class:`StepBatches` brings them to the device, in memory or streamed. Penn
 Treebank lives in :mod:`batchaug.data.ptb`.
 
 Where data is looked for: an explicit path, then ``$BATCHAUG_DATA``, then ``$BATCHAUG_CACHE``
@@ -10,6 +12,7 @@ Where data is looked for: an explicit path, then ``$BATCHAUG_DATA``, then ``$BAT
 """
 
 from batchaug.data.archive import DirTree, FileTree, ZipTree, open_tree
+from batchaug.data.batches import EpochBatchSampler, StepBatches
 from batchaug.data.cache import cache_path
 from batchaug.data.decode import (
     IMAGE_EXTENSIONS,
@@ -18,7 +21,7 @@ from batchaug.data.decode import (
     fit_to_size,
 )
 from batchaug.data.imagefolder import ImageFolderSource, Layout, discover_layout
-from batchaug.data.loader import TensorBatchSampler, collate_uint8, make_uint8_loader
+from batchaug.data.loader import collate_uint8
 from batchaug.data.paths import CACHE_ENV, DATA_ENV, cache_dir, resolve_data_path
 from batchaug.data.sources import (
     DEFAULT_NAMES,
@@ -35,9 +38,9 @@ from batchaug.data.tensors import TensorSplit, class_quotas, stratified_indices
 
 __all__ = [
     "CACHE_ENV", "CIFAR_STATS", "DATA_ENV", "DEFAULT_NAMES", "IMAGE_EXTENSIONS", "KINDS",
-    "RESIZE_MODES", "DirTree", "FileTree", "ImageFolderSource", "Layout", "TensorBatchSampler",
+    "RESIZE_MODES", "DirTree", "EpochBatchSampler", "FileTree", "ImageFolderSource", "Layout", "StepBatches",
     "TensorSplit", "ZipTree", "cache_dir", "cache_path", "cache_split", "class_quotas", "collate_uint8",
     "dataset_info", "decode_image", "detect_kind", "discover_layout", "fit_to_size", "load_split",
-    "make_uint8_loader", "open_tree", "resolve_data_path", "resolve_source", "stats_for",
+    "open_tree", "resolve_data_path", "resolve_source", "stats_for",
     "stratified_indices", "verify_source",
 ]

@@ -11,6 +11,8 @@ from torch import nn
 from batchaug.config import RunConfig
 from batchaug.errors import ConfigError
 from batchaug.methods import Method, MethodContext, build_method
+from batchaug.nn.wrappers import clean_state_dict
+from batchaug.train.callbacks.ema import ema_weights
 from batchaug.train.checkpoint import load_checkpoint
 from batchaug.train.run import RunData, build_run_model, load_run_config, load_run_data, resolve_device
 
@@ -24,13 +26,17 @@ class TrainedRun:
     device: torch.device
     checkpoint: Path
     step: int
+    ema: bool = False
 
 
-def load_trained(run_dir: str | Path, checkpoint: str = "best", device: str = "auto") -> TrainedRun:
+def load_trained(run_dir: str | Path, checkpoint: str = "best", device: str = "auto", *,
+                 ema: bool = False) -> TrainedRun:
     """Model (eval mode, on ``device``), method and validation data of a finished or running run.
 
-    ``checkpoint`` is ``best``, ``last`` or a path. The validation split is the one the run used
-    (``eval.split``, ``data.val_subset`` drawn with the run's seed), so numbers match ``metrics.jsonl``.
+    ``checkpoint`` is ``best``, ``last`` or a path; ``ema`` loads the exponential moving average of
+    the weights the run kept (``train.ema_decay``) instead of the weights themselves. The validation
+    split is the one the run used (``eval.split``, ``data.val_subset`` drawn with the run's seed), so
+    numbers match ``metrics.jsonl``. Runs trained compiled or under DDP load the same way.
     """
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
@@ -55,7 +61,13 @@ def load_trained(run_dir: str | Path, checkpoint: str = "best", device: str = "a
         from batchaug.nn.ghost_bn import convert_ghost_bn
 
         model = convert_ghost_bn(model, cfg.train.ghost_bn)
-    model.load_state_dict(ckpt["model"])
+    weights = clean_state_dict(ckpt["model"])
+    if ema:
+        weights = ema_weights(ckpt)
+        if weights is None:
+            raise ConfigError(f"{run_dir}: {path.name} holds no weight average; train with train.ema_decay "
+                              "(e.g. 0.999) to evaluate one with --ema")
+    model.load_state_dict(weights)
     model.to(dev).eval()
     method.load_state_dict(ckpt.get("method", {}))
-    return TrainedRun(cfg, model, method, data, dev, path, int(ckpt.get("step", 0)))
+    return TrainedRun(cfg, model, method, data, dev, path, int(ckpt.get("step", 0)), ema)

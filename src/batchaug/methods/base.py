@@ -122,9 +122,19 @@ class Method(abc.ABC):
         """Swap layers or attach hooks before the optimizer is built. Default: unchanged."""
         return model
 
-    def regime(self) -> Regime:
-        """Changes to batch size and run length that the method asks for. Default: none."""
+    @classmethod
+    def regime_of(cls, options: Any) -> Regime:
+        """Changes to batch size and run length that the method asks for with ``options``
+        (needs no model or data, so a run's length is known before anything is built). Default: none."""
         return Regime()
+
+    def regime(self) -> Regime:
+        """:meth:`regime_of` this method's options."""
+        return type(self).regime_of(self.options)
+
+    def describe(self) -> str:
+        """One line for the start-up header: the method and what matters of its options."""
+        return self.name
 
     @property
     def views_per_sample(self) -> int:

@@ -78,6 +78,9 @@ class BatchAugmentation(ViewsMethod):
     def views_per_sample(self) -> int:
         return self.options.m
 
+    def _describe_parts(self) -> list[str]:
+        return [f"M={self.m} views per sample"]
+
     def begin_step(self, step: int, epoch: int) -> None:
         self._step = step
         self._probe_pending = self.options.adapt_grad_norm and step % self.options.adapt_every == 0
@@ -135,9 +138,14 @@ class RegimeAdaptation(ViewsMethod):
     name = "ra"
     Options = RAOptions
 
-    def regime(self) -> Regime:
-        m = self.options.m
-        lr_mult = {"none": 1.0, "linear": float(m), "sqrt": math.sqrt(m)}[self.options.lr_scaling]
+    def _describe_parts(self) -> list[str]:
+        o = self.options
+        return [f"batch x{o.m}, epochs x{o.m}" + (f", lr {o.lr_scaling}" if o.lr_scaling != "none" else "")]
+
+    @classmethod
+    def regime_of(cls, options: RAOptions) -> Regime:
+        m = options.m
+        lr_mult = {"none": 1.0, "linear": float(m), "sqrt": math.sqrt(m)}[options.lr_scaling]
         return Regime(batch_multiplier=m, epoch_multiplier=float(m), lr_multiplier=lr_mult)
 
 

@@ -186,6 +186,11 @@ class StochasticBatchAugmentation(Method):
         self.layer: str | None = None
         self._lambda_epoch: int | None = None
 
+    def describe(self) -> str:
+        o = self.options
+        return (f"sba (M={o.m} virtual copies: {o.num_gauss} Gaussian + {o.num_dropout} dropout, p={self.prob:.3g}, "
+                f"η={o.eta:g}, policy {o.policy})")
+
     # -- model ---------------------------------------------------------------------------------
     def resolve_layers(self, model: nn.Module) -> list[str]:
         """``method.layers``, else the registry default of the model named in the context."""

@@ -39,6 +39,7 @@ from batchaug.nn.split_bn import (
     route,
     split_batchnorms,
 )
+from batchaug.nn.wrappers import unwrap
 from batchaug.schema import option
 
 PGD = "pgd"
@@ -113,17 +114,6 @@ def _spec(policy: Any, options: Mapping[str, Any]) -> Any:
     raise ConfigError(f"policy options {dict(options)} need a policy name or mapping, got {policy!r}")
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module under DDP / torch.compile wrappers (the attack needs no gradient sync)."""
-    while True:
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
-            model = model._orig_mod
-        else:
-            return model
-
-
 class SplitBNMethod(Method):
     """Weak views through the main BatchNorms, strong views through the auxiliary ones; mean of the losses."""
 
@@ -141,6 +131,12 @@ class SplitBNMethod(Method):
     @property
     def views_per_sample(self) -> int:
         return 2
+
+    def describe(self) -> str:
+        o = self.options
+        strong = "pgd" if self.pgd else _spec(o.strong, o.strong_options)
+        bn = "split BN" if o.split_bn else "one BN (ablation)"
+        return f"splitbn (weak {self.view_policy()}, strong {strong}, {bn})"
 
     def view_policy(self) -> Any:
         """The main branch's (weak) policy: test-time views are clean-like views."""
@@ -181,7 +177,7 @@ class SplitBNMethod(Method):
         from batchaug.methods.pgd import pgd_attack
 
         o = self.options
-        net = _unwrap(model)
+        net = unwrap(model)  # the attack needs no gradient sync
         with frozen_bn_stats(net), (route(net, "aux") if o.split_bn else contextlib.nullcontext()):
             return pgd_attack(net, images, targets, eps=o.pgd_eps, steps=o.pgd_steps, step_size=o.pgd_step_size,
                               mean=self.context.mean, std=self.context.std, random_start=False, init=init)

@@ -92,6 +92,17 @@ class ViewsMethod(Method):
     def views_per_sample(self) -> int:
         return 1
 
+    def describe(self) -> str:
+        parts = [f"policy {self.options.policy}"]
+        if self.transform is not None:
+            parts.append(f"{self.options.mix} α={self.options.mix_alpha:g}"
+                         + (f" p={self.options.mix_prob:g}" if self.options.mix_prob < 1 else ""))
+        return f"{self.name} ({', '.join(self._describe_parts() + parts)})"
+
+    def _describe_parts(self) -> list[str]:
+        """What a subclass adds to :meth:`describe` before the policy."""
+        return []
+
     def make_batch(self, images: Tensor, targets: Tensor, generator: torch.Generator | None = None) -> MethodBatch:
         from batchaug.augment import repeat_targets
 

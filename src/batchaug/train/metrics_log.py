@@ -59,19 +59,15 @@ def _clean(v: Any) -> Any:
 
 
 class MetricsWriter:
-    """Appends one JSON object per line to ``metrics.jsonl``, fsync'd so a kill loses at most a line."""
+    """Appends one JSON object per line to ``metrics.jsonl``, fsync'd so a kill loses at most a line.
 
-    def __init__(self, path: str | os.PathLike, tensorboard_dir: str | os.PathLike | None = None) -> None:
+    Other sinks (TensorBoard, CSV, W&B) are callbacks that receive the same lines
+    (:mod:`batchaug.train.callbacks.loggers`).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tb = None
-        if tensorboard_dir is not None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(str(tensorboard_dir))
-            except ImportError:  # tensorboard is an optional extra
-                self._tb = None
 
     def truncate_after(self, step: int) -> None:
         """Drop lines written after ``step`` (lines of an interrupted run newer than its checkpoint)."""
@@ -81,29 +77,31 @@ class MetricsWriter:
                 if line.strip() and json.loads(line).get("step", -1) <= step]
         self.path.write_text("".join(line + "\n" for line in keep))
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Append ``record`` (tensors read, NaN/inf written as null); returns what was written."""
         record = {k: _clean(v) for k, v in record.items()}
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        if self._tb is not None:
-            step = record.get("step", 0)
-            for k, v in record.items():
-                if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
-                    self._tb.add_scalar(k, v, step)
-            self._tb.flush()
+        return record
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        """Nothing is held open between lines; kept so writers can be used uniformly."""
 
 
-def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """All records of a ``metrics.jsonl`` (or of ``RUN/metrics.jsonl`` when given a run directory)."""
+def read_metrics(path: str | os.PathLike, kind: str | None = "eval") -> list[dict[str, Any]]:
+    """The lines of a ``metrics.jsonl`` (or of ``RUN/metrics.jsonl`` when given a run directory).
+
+    ``kind="eval"`` (the default): the evaluation lines (``"kind": "eval"``, or no ``kind``: runs
+    written before step lines existed); ``"step"``: the ``train.log_every`` lines; ``None``: all.
+    """
     p = Path(path)
     if p.is_dir():
         p = p / "metrics.jsonl"
     if not p.exists():
         return []
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    if kind is None:
+        return records
+    return [r for r in records if r.get("kind", "eval") == kind]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,10 @@ from torch import nn
 
 from batchaug.config import RunConfig, dump_config, load_yaml, resolve_config
 from batchaug.errors import ConfigError
-from batchaug.methods import Method, MethodContext, build_method
+from batchaug.methods import Method, MethodContext, Regime, build_method
+from batchaug.nn.wrappers import unwrap
 from batchaug.train import distributed as dist_utils
+from batchaug.train.callbacks import build_callbacks
 from batchaug.train.metrics_log import read_metrics
 from batchaug.train.optim import LRSchedule, build_optimizer
 from batchaug.train.trainer import Trainer, TrainerSettings
@@ -139,6 +142,87 @@ class PreparedRun:
     model: nn.Module
     data: RunData
     device: torch.device
+    plan: RunPlan | None = None
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The run's regime arithmetic: batch, steps and the learning-rate schedule's time axis
+    (``docs/configs.md``, "Run length and the learning-rate schedule")."""
+
+    batch_size: int
+    """Samples per step over all processes (``train.batch_size`` × the method's batch multiplier)."""
+    steps_per_epoch: int
+    total_steps: int
+    epochs: float
+    """Length of the learning-rate regime in epochs (compressed into ``total_steps``)."""
+    milestones: tuple[float, ...]
+    lr: float
+    eval_every: int
+
+
+def plan_run(cfg: RunConfig, regime: Regime, num_train: int, world: int = 1) -> RunPlan:
+    """Batch size, steps and schedule of ``cfg`` for a method's ``regime`` on ``num_train`` images."""
+    t = cfg.train
+    batch_size = t.batch_size * regime.batch_multiplier
+    if batch_size > num_train:
+        raise ConfigError(f"train.batch_size: a batch of {batch_size} samples is larger than the "
+                          f"{num_train} training images (data.subset)")
+    if batch_size % world:
+        raise ConfigError(f"train.batch_size: {batch_size} is not divisible by the {world} processes")
+    steps_per_epoch = num_train // batch_size
+    epochs = (t.epochs if t.epochs is not None else 0.0) * regime.epoch_multiplier
+    if t.max_steps is not None:
+        total_steps = t.max_steps
+        if t.epochs is None:
+            epochs = total_steps / steps_per_epoch
+    elif t.epochs is not None:
+        total_steps = max(1, math.ceil(epochs * steps_per_epoch))
+    else:
+        raise ConfigError("train: set train.epochs or train.max_steps")
+    milestones = tuple(m * regime.epoch_multiplier for m in cfg.optim.milestones)
+    eval_every = max(1, min(t.eval_every or steps_per_epoch, total_steps))
+    return RunPlan(batch_size, steps_per_epoch, total_steps, epochs, milestones, cfg.optim.lr * regime.lr_multiplier,
+                   eval_every)
+
+
+def schedule_of(cfg: RunConfig, plan: RunPlan) -> LRSchedule:
+    """The learning rate of every step of a planned run."""
+    return LRSchedule(cfg.optim, plan.lr, plan.epochs, plan.total_steps, plan.milestones)
+
+
+def wrap_model(cfg: RunConfig, method: Method, model: nn.Module, device: torch.device, *,
+               distributed: bool = False) -> nn.Module:
+    """The method's layer swaps, ghost BN, device and memory format, then DDP and ``torch.compile``."""
+    t = cfg.train
+    model = method.prepare_model(model)
+    if t.ghost_bn:
+        from batchaug.nn.ghost_bn import convert_ghost_bn
+
+        if any(getattr(m, "_batchaug_bn", False) for m in model.modules()):
+            raise ConfigError(f"train.ghost_bn: method {cfg.method.name!r} already replaced the model's "
+                              "BatchNorms (e.g. split BN); ghost BN cannot be stacked on them — unset train.ghost_bn")
+        model = convert_ghost_bn(model, t.ghost_bn)
+    model = model.to(device)
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if distributed:
+        device_ids = [device.index] if device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    if t.compile:
+        model = _compile(model, t.compile)
+    return model
+
+
+def _compile(model: nn.Module, how: bool | str) -> nn.Module:
+    """``torch.compile`` with the default backend (``True``) or the named one."""
+    if how is True:
+        return torch.compile(model)
+    try:
+        return torch.compile(model, backend=how)
+    except Exception as exc:  # an unknown backend name raises a backend-specific error type
+        raise ConfigError(f"train.compile: {how!r} is not a torch.compile backend here ({exc}); use true, false "
+                          "or a name from torch._dynamo.list_backends()") from exc
 
 
 def prepare_run(cfg: RunConfig, out_dir: str | Path | None, *, resume: bool = False) -> PreparedRun:
@@ -156,59 +240,70 @@ def prepare_run(cfg: RunConfig, out_dir: str | Path | None, *, resume: bool = Fa
                             model_name=cfg.model.name)
     method = build_method(cfg.method, context)
     model = build_run_model(cfg, context.num_classes, int(data.val_images.shape[1]))
-    model = method.prepare_model(model)
-    if t.ghost_bn:
-        from batchaug.nn.ghost_bn import convert_ghost_bn
-
-        if any(getattr(m, "_batchaug_bn", False) for m in model.modules()):
-            raise ConfigError(f"train.ghost_bn: method {cfg.method.name!r} already replaced the model's "
-                              "BatchNorms (e.g. split BN); ghost BN cannot be stacked on them — unset train.ghost_bn")
-        model = convert_ghost_bn(model, t.ghost_bn)
-    model = model.to(device)
-    if t.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if distributed:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if t.compile:
-        model = torch.compile(model)
-
-    regime = method.regime()
-    batch_size = t.batch_size * regime.batch_multiplier
-    n_train = len(data.train_images)
-    if batch_size > n_train:
-        raise ConfigError(f"train.batch_size: a batch of {batch_size} samples is larger than the "
-                          f"{n_train} training images (data.subset)")
-    world = dist_utils.world_size()
-    if batch_size % world:
-        raise ConfigError(f"train.batch_size: {batch_size} is not divisible by the {world} processes")
-    steps_per_epoch = n_train // batch_size
-    epochs = (t.epochs if t.epochs is not None else 0.0) * regime.epoch_multiplier
-    if t.max_steps is not None:
-        total_steps = t.max_steps
-        if t.epochs is None:
-            epochs = total_steps / steps_per_epoch
-    elif t.epochs is not None:
-        total_steps = max(1, math.ceil(epochs * steps_per_epoch))
-    else:
-        raise ConfigError("train: set train.epochs or train.max_steps")
-    lr = cfg.optim.lr * regime.lr_multiplier
-    optimizer = build_optimizer(model, cfg.optim, lr)
-    milestones = [m * regime.epoch_multiplier for m in cfg.optim.milestones]
-    schedule = LRSchedule(cfg.optim, lr, epochs, total_steps, milestones)
-    eval_every = t.eval_every or steps_per_epoch
-    settings = TrainerSettings(batch_size=batch_size, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-                               eval_every=max(1, min(eval_every, total_steps)), seed=cfg.seed,
+    model = wrap_model(cfg, method, model, device, distributed=distributed)
+    plan = plan_run(cfg, method.regime(), len(data.train_images), dist_utils.world_size())
+    optimizer = build_optimizer(model, cfg.optim, plan.lr)
+    settings = TrainerSettings(batch_size=plan.batch_size, total_steps=plan.total_steps,
+                               steps_per_epoch=plan.steps_per_epoch, eval_every=plan.eval_every, seed=cfg.seed,
                                micro_batch=t.micro_batch, amp=t.amp, eval_batch_size=cfg.eval.batch_size,
                                progress=t.progress)
-    trainer = Trainer(model, method, optimizer, schedule, settings, data.train_images, data.train_targets,
-                      data.val_images, data.val_targets, device, out_dir,
+    trainer = Trainer(model, method, optimizer, schedule_of(cfg, plan), settings, data.train_images,
+                      data.train_targets, data.val_images, data.val_targets, device, out_dir,
                       extra_checkpoint={"config": json.loads(json.dumps(cfg.to_dict())),
                                         "data_stats": {"mean": list(data.mean), "std": list(data.std),
                                                        "classes": list(data.classes), "kind": data.kind}},
-                      tensorboard=t.tensorboard, num_workers=0 if cfg.data.in_memory else cfg.data.num_workers)
+                      callbacks=build_callbacks(cfg, out_dir),
+                      num_workers=0 if cfg.data.in_memory else cfg.data.num_workers)
     if resume:
-        trainer.load_state(Path(out_dir) / "last.pt")
-    return PreparedRun(cfg, trainer, method, model, data, device)
+        ckpt = trainer.load_state(Path(out_dir) / "last.pt")
+        _warn_if_schedule_changed(ckpt.get("config"), cfg, plan, trainer.state.step, len(data.train_images))
+    return PreparedRun(cfg, trainer, method, model, data, device, plan)
+
+
+_SCHEDULE_KEYS = ("train.epochs", "train.max_steps", "train.batch_size", "optim", "method")
+
+
+def _warn_if_schedule_changed(saved: dict[str, Any] | None, cfg: RunConfig, plan: RunPlan, step: int,
+                              num_train: int) -> None:
+    """A resume whose config moves the learning rate at the resume step makes a different run: say so."""
+    if not saved:
+        return
+    try:
+        old_cfg = resolve_config(saved)
+        old_plan = plan_run(old_cfg, build_method_regime(old_cfg), num_train, dist_utils.world_size())
+    except ConfigError:
+        return  # a config this version cannot read; the resume itself reports real problems
+    old_lr, new_lr = schedule_of(old_cfg, old_plan)(step), schedule_of(cfg, plan)(step)
+    old_d, new_d = old_cfg.to_dict(), cfg.to_dict()
+    changed = [key for key in _flat_keys(new_d) if key.startswith(_SCHEDULE_KEYS)
+               and _get(old_d, key) != _get(new_d, key)]
+    same_axis = (old_plan.total_steps, old_plan.epochs, old_plan.milestones) == (plan.total_steps, plan.epochs,
+                                                                                   plan.milestones)
+    if not same_axis or not math.isclose(old_lr, new_lr, rel_tol=1e-12):
+        warnings.warn(f"resume: the learning-rate schedule changes at step {step} ({', '.join(changed) or 'regime'} "
+                      f"changed): lr {old_lr:.6g} -> {new_lr:.6g}, {old_plan.total_steps} -> {plan.total_steps} "
+                      "steps; the result is a different run than the one this directory started", stacklevel=2)
+
+
+def build_method_regime(cfg: RunConfig) -> Regime:
+    """The regime the method of ``cfg`` asks for, without building the method."""
+    return cfg.method.method_class.regime_of(cfg.method.options)
+
+
+def _flat_keys(d: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        keys += _flat_keys(v, key + ".") if isinstance(v, dict) and k != "kwargs" else [key]
+    return keys
+
+
+def _get(d: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
 
 
 def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
@@ -225,6 +320,8 @@ def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False) -> d
         (out / "config.yaml").write_text(dump_config(cfg))
     try:
         run = prepare_run(cfg, out, resume=resume)
+        if dist_utils.is_main():
+            print(describe_run(run), flush=True)
         run.trainer.fit()
         summary = summarize(out)
         if dist_utils.is_main():
@@ -235,6 +332,34 @@ def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False) -> d
     del run  # release the DDP reducer (and its gloo/NCCL work) before the process group goes
     dist_utils.shutdown()
     return summary
+
+
+def describe_run(run: PreparedRun) -> str:
+    """The start-up header: what is about to be trained, on what, for how long."""
+    from batchaug.models import count_params
+
+    cfg, plan, method, data = run.cfg, run.plan, run.method, run.data
+    assert plan is not None
+    views = method.views_per_sample
+    per_step = plan.batch_size * views
+    where = str(run.device) + (f", {torch.get_num_threads()} CPU threads" if run.device.type == "cpu" else "")
+    world = dist_utils.world_size()
+    n_train = len(data.train_images)
+    lines = [
+        f"model    {cfg.model.name}: {count_params(unwrap(run.model)) / 1e6:.2f}M parameters, "
+        f"{len(data.classes)} classes",
+        f"device   {where}" + (f", {world} processes" if world > 1 else "")
+        + (f", amp {cfg.train.amp}" if cfg.train.amp != "none" else "") + (", compiled" if cfg.train.compile else ""),
+        f"method   {method.describe()}",
+        f"batch    B={plan.batch_size} samples x {views} view{'s' if views != 1 else ''} = {per_step} views per step",
+        f"length   {plan.total_steps} steps = {plan.total_steps / plan.steps_per_epoch:.2f} epochs of "
+        f"{plan.steps_per_epoch} steps (regime: {plan.epochs:g} epochs), evaluation every {plan.eval_every} steps",
+        f"data     {data.kind}: {n_train} training images"
+        + (" (streamed)" if not isinstance(data.train_images, torch.Tensor) else "")
+        + f", {data.val_images.shape[0]} validation images ({cfg.eval.split}), "
+        + "x".join(str(d) for d in data.val_images.shape[1:]),
+    ]
+    return "\n".join(lines)
 
 
 def load_run_config(run_dir: str | Path) -> RunConfig:

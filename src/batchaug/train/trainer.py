@@ -1,8 +1,11 @@
 """The method-agnostic training loop.
 
-The trainer owns the step: batch indices, learning rate, micro-batching, mixed precision, gradient
-norm, optimizer step, evaluation, checkpoints and ``metrics.jsonl``. What a batch becomes and what the
-loss is belong to the :class:`~batchaug.methods.base.Method`; the trainer never names a method.
+The trainer owns the step: learning rate, micro-batching, mixed precision, gradient norm, optimizer
+step, evaluation, checkpoints and ``metrics.jsonl``. What a batch becomes and what the loss is belong
+to the :class:`~batchaug.methods.base.Method`; which samples a step sees to the batch source
+(:class:`~batchaug.data.batches.StepBatches`); everything else around the loop (clipping, weight
+averages, step lines, loggers) to :mod:`callbacks <batchaug.train.callbacks>`. The trainer never
+names a method or a callback.
 
 Reproducibility: the order of samples in epoch ``e`` is a permutation drawn from a generator seeded by
 ``(seed, e)``, and the augmentation generator is re-seeded from ``(seed, step)`` at every step, so a
@@ -15,6 +18,7 @@ import contextlib
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +26,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
-from torch.utils.data import DataLoader, Dataset
-
+from batchaug.data.batches import EpochBatchSampler, StepBatches
 from batchaug.methods.base import Method
+from batchaug.nn.wrappers import clean_state_dict, unwrap
 from batchaug.train import distributed as dist_utils
+from batchaug.train.callbacks.base import Callback
 from batchaug.train.checkpoint import load_checkpoint, save_checkpoint
 from batchaug.train.metrics_log import IntervalMeter, MetricsWriter
 from batchaug.train.optim import LRSchedule
@@ -60,90 +66,71 @@ class Trainer:
     """Runs ``settings.total_steps`` optimizer steps of ``method`` on ``model``.
 
     ``train_images``/``val_images`` are uint8 (N, C, H, W) tensors, normally already on ``device``
-    (kept there for the whole run: the fast path of the design). ``out_dir`` receives ``metrics.jsonl``,
-    ``last.pt`` and ``best.pt``.
+    (kept there for the whole run: the fast path of the design); ``train_images`` may instead be a
+    map-style Dataset of ``(uint8 (C, H, W), target)`` (``train_targets=None``) streamed through
+    ``num_workers`` DataLoader workers. ``out_dir`` receives ``metrics.jsonl``, ``last.pt`` and
+    ``best.pt``; ``callbacks`` are called at the points :class:`~batchaug.train.callbacks.Callback` lists.
     """
 
     def __init__(self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer, schedule: LRSchedule,
                  settings: TrainerSettings, train_images: Tensor | Dataset, train_targets: Tensor | None,
                  val_images: Tensor,
                  val_targets: Tensor, device: torch.device, out_dir: str | Path | None = None,
-                 extra_checkpoint: dict[str, Any] | None = None, tensorboard: bool = False,
+                 extra_checkpoint: dict[str, Any] | None = None, callbacks: Sequence[Callback] = (),
                  num_workers: int = 4) -> None:
         self.model = model
         self.method = method
         self.optimizer = optimizer
         self.schedule = schedule
         self.s = settings
-        # ``train_images`` is either a uint8 tensor (in memory; ``train_targets`` its labels) or a map-style
-        # Dataset of (uint8 (C, H, W), target) read through DataLoader workers (``train_targets`` is None).
-        self.train_images, self.train_targets = train_images, train_targets
-        self.streaming = not isinstance(train_images, Tensor)
-        self.num_workers = num_workers
-        self.val_images, self.val_targets = val_images, val_targets
+        self.world = dist_utils.world_size()
+        self.rank = dist_utils.rank()
+        self.is_main = dist_utils.is_main()
         self.device = device
+        num_train = len(train_images) if not isinstance(train_images, Tensor) else int(train_images.shape[0])
+        self.sampler = EpochBatchSampler(num_train, settings.batch_size, settings.seed, world=self.world,
+                                         rank=self.rank)
+        if self.sampler.steps_per_epoch != settings.steps_per_epoch:
+            raise ValueError(f"settings.steps_per_epoch={settings.steps_per_epoch} disagrees with "
+                             f"{num_train} samples in batches of {settings.batch_size}")
+        self.batches = StepBatches(train_images, train_targets, self.sampler, device, num_workers=num_workers)
+        self.val_images, self.val_targets = val_images, val_targets
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.extra_checkpoint = extra_checkpoint or {}
+        self.callbacks = list(callbacks)
+        names = [cb.name or type(cb).__name__ for cb in self.callbacks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two callbacks share a name (their checkpoint key): {names}")
         self.state = TrainState()
         self.meter = IntervalMeter()
         self.n_chunks = 1
-        self.world = dist_utils.world_size()
-        self.rank = dist_utils.rank()
         self.scaler = torch.amp.GradScaler(device.type, enabled=settings.amp == "fp16")
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.amp)
         self.writer: MetricsWriter | None = None
-        if self.out_dir is not None and dist_utils.is_main():
-            self.writer = MetricsWriter(self.out_dir / "metrics.jsonl",
-                                        self.out_dir / "tensorboard" if tensorboard else None)
+        if self.out_dir is not None and self.is_main:
+            self.writer = MetricsWriter(self.out_dir / "metrics.jsonl")
         self.history: list[dict[str, Any]] = []
         self._aug_gen = torch.Generator(device=device)
-        self._perm_cache: tuple[int, Tensor] | None = None  # (epoch, that epoch's permutation)
+        self._wall_start = time.perf_counter()
 
-    # ------------------------------------------------------------------------------ batches
-    def _epoch_perm(self, epoch: int) -> Tensor:
-        if self._perm_cache is not None and self._perm_cache[0] == epoch:
-            return self._perm_cache[1]
-        g = torch.Generator().manual_seed(self.s.seed * _SEED_STRIDE + epoch)
-        perm = torch.randperm(self._num_train(), generator=g)
-        self._perm_cache = (epoch, perm)
-        return perm
-
-    def _batch_indices(self, step: int) -> Tensor:
-        """Indices of this rank's share of global batch ``step`` (drop-last epochs)."""
-        epoch, pos = divmod(step, self.s.steps_per_epoch)
-        perm = self._epoch_perm(epoch)
-        idx = perm[pos * self.s.batch_size:(pos + 1) * self.s.batch_size]
-        if self.world > 1:
-            idx = idx[self.rank::self.world]
-        return idx
-
-    def _num_train(self) -> int:
-        return len(self.train_images) if self.streaming else int(self.train_images.shape[0])
+    @property
+    def streaming(self) -> bool:
+        return self.batches.streaming
 
     def _fetch(self, step: int) -> tuple[Tensor, Tensor]:
         """uint8 images and targets of step ``step`` on the training device (in-memory path)."""
-        idx = self._batch_indices(step).to(self.train_images.device)
-        images = self.train_images.index_select(0, idx).to(self.device, non_blocking=True)
-        targets = self.train_targets.index_select(0, idx).to(self.device, non_blocking=True)
-        return images, targets
+        return self.batches.fetch(step)
 
-    def _batches(self, start: int, stop: int):
-        """(step, images, targets) for steps ``start..stop-1``, from memory or through DataLoader workers.
+    def wall_time(self) -> float:
+        """Seconds of training so far, summed over resumed processes (evaluations excluded)."""
+        return self.state.elapsed + (time.perf_counter() - self._wall_start)
 
-        Streaming uses the same per-epoch permutations as the in-memory path (a batch sampler over
-        :meth:`_batch_indices`), so a resumed streaming run also sees the batches it would have seen.
-        """
-        if not self.streaming:
-            for step in range(start, stop):
-                yield (step, *self._fetch(step))
-            return
-        from batchaug.data import collate_uint8
-
-        sampler = _StepBatchSampler(self, start, stop)
-        loader = DataLoader(self.train_images, batch_sampler=sampler, num_workers=self.num_workers,
-                            collate_fn=collate_uint8, pin_memory=self.device.type == "cuda")
-        for step, (images, targets) in zip(range(start, stop), loader):
-            yield step, images.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+    def log(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Write one line to ``metrics.jsonl`` (main process) and hand it to every callback's ``on_log``."""
+        written = self.writer.write(record) if self.writer is not None else record
+        for cb in self.callbacks:
+            cb.on_log(self, written)
+        return written
 
     # ------------------------------------------------------------------------------ one step
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -166,8 +153,9 @@ class Trainer:
             images, targets = self._fetch(step)
         self._aug_gen.manual_seed((self.s.seed * _SEED_STRIDE + step) * 2 + 1)
         batch = self.method.make_batch(images, targets, self._aug_gen)
+        views = batch.num_samples * self.method.views_per_sample  # network inputs (split BN: weak + strong)
         if self.s.micro_batch:
-            self.n_chunks = max(self.n_chunks, math.ceil(batch.num_views / self.s.micro_batch))
+            self.n_chunks = max(self.n_chunks, math.ceil(views / self.s.micro_batch))
         while True:
             try:
                 out = self._forward_backward(batch)
@@ -183,11 +171,14 @@ class Trainer:
                 print(f"batchaug: out of memory at step {step}; micro-batching into {self.n_chunks} chunks")
         self.scaler.unscale_(self.optimizer)
         grad_norm = _grad_norm(self.model)
+        for cb in self.callbacks:
+            cb.on_before_optimizer_step(self, grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         out["grad_norm"] = grad_norm
         out["lr"] = lr
-        out["views"] = batch.num_views
+        out["views"] = views
+        out["samples"] = batch.num_samples
         return out
 
     def _forward_backward(self, batch) -> dict[str, Any]:
@@ -238,13 +229,14 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> dict[str, Any]:
-        model = self.model.module if hasattr(self.model, "module") else self.model
         state = {
-            "model": model.state_dict(),
+            "model": unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "method": self.method.state_dict(),
             "meter": self.meter.state_dict(),
+            "callbacks": {cb.name or type(cb).__name__: cb.state_dict() for cb in self.callbacks},
+            "batches": self.sampler.state_dict(),
             "step": self.state.step,
             "best_acc": self.state.best_acc,
             "elapsed": self.state.elapsed,
@@ -256,14 +248,19 @@ class Trainer:
         state.update(self.extra_checkpoint)
         return state
 
-    def load_state(self, path: str | Path) -> None:
+    def load_state(self, path: str | Path) -> dict[str, Any]:
+        """Restore everything a resumed run needs from checkpoint ``path``; returns the checkpoint."""
         ckpt = load_checkpoint(path, map_location=self.device)
-        model = self.model.module if hasattr(self.model, "module") else self.model
-        model.load_state_dict(ckpt["model"])
+        unwrap(self.model).load_state_dict(clean_state_dict(ckpt["model"]))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.method.load_state_dict(ckpt.get("method", {}))
         self.meter.load_state_dict(ckpt.get("meter", {}))
+        if "batches" in ckpt:
+            self.sampler.check_state(ckpt["batches"])
+        saved = ckpt.get("callbacks", {})
+        for cb in self.callbacks:
+            cb.load_state_dict(saved.get(cb.name or type(cb).__name__, {}))
         self.state = TrainState(step=int(ckpt["step"]), best_acc=float(ckpt["best_acc"]),
                                 elapsed=float(ckpt.get("elapsed", 0.0)))
         self.n_chunks = int(ckpt.get("n_chunks", 1))
@@ -272,21 +269,27 @@ class Trainer:
             torch.cuda.set_rng_state(ckpt["cuda_rng"].cpu(), self.device)
         if self.writer is not None:
             self.writer.truncate_after(self.state.step)
+        return ckpt
 
     def _save(self, name: str) -> None:
-        if self.out_dir is not None and dist_utils.is_main():
-            save_checkpoint(self.checkpoint_state(), self.out_dir / name)
+        if self.out_dir is not None and self.is_main:
+            path = self.out_dir / name
+            save_checkpoint(self.checkpoint_state(), path)
+            for cb in self.callbacks:
+                cb.on_checkpoint(self, path)
 
     # ------------------------------------------------------------------------------ the loop
     def fit(self) -> list[dict[str, Any]]:
         """Train until ``total_steps``; returns the evaluation records written to ``metrics.jsonl``."""
         s = self.s
-        start_wall = time.perf_counter()
+        self._wall_start = time.perf_counter()
         interval_start = time.perf_counter()
-        interval_views = 0
-        bar = _progress(s.total_steps, self.state.step, enabled=s.progress and dist_utils.is_main())
+        interval_views = interval_samples = 0
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        bar = _progress(s.total_steps, self.state.step, enabled=s.progress and self.is_main)
         try:
-            for step, images, targets in self._batches(self.state.step, s.total_steps):
+            for step, images, targets in self.batches.iterate(self.state.step, s.total_steps):
                 out = self.train_step(step, images, targets)
                 self.state.step = step + 1
                 self.meter.add("train_loss", out["loss"])
@@ -296,25 +299,30 @@ class Trainer:
                 for k, v in out["metrics"].items():
                     self.meter.add(k, v)
                 interval_views += out["views"] * self.world
+                interval_samples += out["samples"] * self.world
+                for cb in self.callbacks:
+                    cb.on_step_end(self, step, out)
                 if bar is not None:
                     bar.update(1)
                     if step % 10 == 0:
                         elapsed = max(time.perf_counter() - interval_start, 1e-9)
                         bar.set_postfix(loss=f"{float(out['loss']):.3f}",
                                         acc=f"{float(out['correct']) / max(out['counted'], 1):.3f}",
-                                        img_s=f"{interval_views / elapsed:.0f}", refresh=False)
+                                        samples_s=f"{interval_samples / elapsed:.0f}",
+                                        views_s=f"{interval_views / elapsed:.0f}", refresh=False)
                 if self.state.step % s.eval_every == 0 or self.state.step == s.total_steps:
-                    wall = self.state.elapsed + (time.perf_counter() - start_wall)
+                    wall = self.wall_time()
                     seconds = max(time.perf_counter() - interval_start, 1e-9)
                     record = self._eval_record(out["lr"], wall, interval_views / seconds)
+                    for cb in self.callbacks:
+                        cb.on_eval(self, record)
+                    record = self.log(record)
                     self.history.append(record)
-                    if self.writer is not None:
-                        self.writer.write(record)
-                    if s.progress and dist_utils.is_main():
+                    if s.progress and self.is_main:
                         _echo(_format_record(record))
                     self.state.elapsed = wall
-                    start_wall = time.perf_counter()
-                    is_best = record["val_acc"] > self.state.best_acc
+                    self._wall_start = time.perf_counter()
+                    is_best = record["val_acc"] is not None and record["val_acc"] > self.state.best_acc
                     if is_best:
                         self.state.best_acc = record["val_acc"]
                     self.meter.reset()
@@ -322,10 +330,12 @@ class Trainer:
                     if is_best:
                         self._save("best.pt")
                     interval_start = time.perf_counter()
-                    interval_views = 0
+                    interval_views = interval_samples = 0
         finally:
             if bar is not None:
                 bar.close()
+            for cb in self.callbacks:
+                cb.on_fit_end(self)
             if self.writer is not None:
                 self.writer.close()
         return self.history
@@ -335,6 +345,7 @@ class Trainer:
         means = self.meter.means()
         val = self.evaluate()
         record: dict[str, Any] = {
+            "kind": "eval",
             "epoch": step / self.s.steps_per_epoch,
             "step": step,
             "images_seen": step * self.s.batch_size,
@@ -350,20 +361,6 @@ class Trainer:
         }
         record.update(means)
         return record
-
-
-class _StepBatchSampler:
-    """Batch sampler yielding the index lists of steps ``start..stop-1`` (lazily: runs are long)."""
-
-    def __init__(self, trainer: Trainer, start: int, stop: int) -> None:
-        self.trainer, self.start, self.stop = trainer, start, stop
-
-    def __len__(self) -> int:
-        return max(0, self.stop - self.start)
-
-    def __iter__(self):
-        for step in range(self.start, self.stop):
-            yield self.trainer._batch_indices(step).tolist()
 
 
 def _grad_norm(model: nn.Module) -> Tensor:
