@@ -1,4 +1,4 @@
-"""Helpers for BatchNorm bookkeeping shared by methods (gradient-norm probes, adversarial attacks)."""
+"""Helpers for BatchNorm bookkeeping shared by methods (gradient-norm probes, adversarial attacks) and layers."""
 
 from __future__ import annotations
 
@@ -6,8 +6,26 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+
+def fold_batch_norm(weight: Tensor | None, bias: Tensor | None, mean: Tensor, var: Tensor,
+                    eps: float) -> tuple[Tensor, Tensor]:
+    """A BatchNorm's per-channel transform folded into ``y = x·scale + shift``.
+
+    ``scale = γ/√(σ²+ε)`` and ``shift = β - μ·scale``, with γ=1 when ``weight`` is None and β=0 when
+    ``bias`` is None. Given running statistics this is the eval-mode BatchNorm; given batch statistics
+    (as the synchronized split BatchNorm does) it is the train-mode one. The result has the dtype of the
+    inputs: cast them first to compute in another.
+    """
+    scale = torch.rsqrt(var + eps)
+    if weight is not None:
+        scale = scale * weight
+    shift = -mean * scale
+    if bias is not None:
+        shift = shift + bias
+    return scale, shift
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from batchaug.nn.bn_utils import fold_batch_norm
 from batchaug.nn.split_bn.route_spec import Route, _parse_route
 from batchaug.nn.split_bn.sync import accumulation_dtype, synced_moments
 
@@ -185,13 +186,9 @@ class SplitBatchNorm(nn.Module):
                     run_mean.lerp_(mean.detach().to(run_mean.dtype), factor)
                     run_var.lerp_(unbiased.detach().to(run_var.dtype), factor)
             shape = [1, c] + [1] * (part.dim() - 2)
-            scale = torch.rsqrt(var + self.eps)
             w, b = self.weight_of(k), self.bias_of(k)
-            if w is not None:
-                scale = scale * w.to(acc)
-            shift = -mean * scale
-            if b is not None:
-                shift = shift + b.to(acc)
+            scale, shift = fold_batch_norm(None if w is None else w.to(acc), None if b is None else b.to(acc),
+                                           mean, var, self.eps)
             outs.append((xf * scale.view(shape) + shift.view(shape)).to(part.dtype))
         return outs
 
@@ -226,14 +223,7 @@ class SplitBatchNorm(nn.Module):
     def folded_affine(self, k: int) -> tuple[Tensor, Tensor]:
         """Split ``k``'s eval-mode transform as per-channel (scale, shift): ``y = x·scale + shift``."""
         mean, var = self._tracked_stats(k)
-        scale = torch.rsqrt(var + self.eps)
-        w, b = self.weight_of(k), self.bias_of(k)
-        if w is not None:
-            scale = scale * w
-        shift = -mean * scale
-        if b is not None:
-            shift = shift + b
-        return scale, shift
+        return fold_batch_norm(self.weight_of(k), self.bias_of(k), mean, var, self.eps)
 
 
 
