@@ -1,4 +1,4 @@
-"""BatchNorm helpers of batchaug.nn.bn_utils: the folded (scale, shift) transform."""
+"""BatchNorm helpers of batchaug.nn.bn_utils: what counts as a BatchNorm, the folded (scale, shift) transform."""
 
 from __future__ import annotations
 
@@ -6,7 +6,38 @@ import pytest
 import torch
 from torch import nn
 
-from batchaug.nn.bn_utils import fold_batch_norm
+from batchaug.nn import SplitBatchNorm, SplitBatchNorm1d, SplitBatchNorm2d, is_batch_norm
+from batchaug.nn.bn_utils import fold_batch_norm, is_batchaug_norm
+from batchaug.nn.ghost_bn import GhostBatchNorm1d, GhostBatchNorm2d, GhostBatchNorm3d
+
+BATCH_NORMS = [
+    lambda: nn.BatchNorm1d(4), lambda: nn.BatchNorm2d(4), lambda: nn.BatchNorm3d(4),
+    lambda: nn.BatchNorm2d(4, affine=False, track_running_stats=False), lambda: nn.LazyBatchNorm2d(),
+    lambda: nn.SyncBatchNorm(4),
+    lambda: SplitBatchNorm(4), lambda: SplitBatchNorm1d(4), lambda: SplitBatchNorm2d(4, num_splits=3),
+    lambda: GhostBatchNorm1d(4, 2), lambda: GhostBatchNorm2d(4, 2), lambda: GhostBatchNorm3d(4, 2),
+]
+OTHERS = [
+    lambda: nn.GroupNorm(2, 4), lambda: nn.LayerNorm(4), lambda: nn.InstanceNorm2d(4), lambda: nn.Conv2d(4, 4, 1),
+    lambda: nn.Linear(4, 4), lambda: nn.Identity(), lambda: nn.Sequential(nn.BatchNorm2d(4)),
+]
+
+
+@pytest.mark.parametrize("make", BATCH_NORMS)
+def test_is_batch_norm_accepts_torch_and_batchaug_batchnorms(make):
+    assert is_batch_norm(make()) is True
+
+
+@pytest.mark.parametrize("make", OTHERS)
+def test_is_batch_norm_rejects_other_modules(make):
+    assert is_batch_norm(make()) is False
+
+
+def test_is_batchaug_norm_means_the_split_layers_that_replace_batchnorm():
+    assert is_batchaug_norm(SplitBatchNorm2d(4)) is True
+    assert is_batchaug_norm(SplitBatchNorm1d(4, num_splits=3)) is True
+    for module in (nn.BatchNorm2d(4), nn.SyncBatchNorm(4), GhostBatchNorm2d(4, 2), nn.GroupNorm(2, 4)):
+        assert is_batchaug_norm(module) is False
 
 
 @pytest.mark.parametrize("affine", [True, False])

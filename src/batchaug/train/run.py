@@ -158,9 +158,10 @@ def prepare_run(cfg: RunConfig, out_dir: str | Path | None, *, resume: bool = Fa
     model = build_run_model(cfg, context.num_classes, int(data.val_images.shape[1]))
     model = method.prepare_model(model)
     if t.ghost_bn:
+        from batchaug.nn.bn_utils import is_batchaug_norm
         from batchaug.nn.ghost_bn import convert_ghost_bn
 
-        if any(getattr(m, "_batchaug_bn", False) for m in model.modules()):
+        if any(is_batchaug_norm(m) for m in model.modules()):
             raise ConfigError(f"train.ghost_bn: method {cfg.method['name']!r} already replaced the model's "
                               "BatchNorms (e.g. split BN); ghost BN cannot be stacked on them — unset train.ghost_bn")
         model = convert_ghost_bn(model, t.ghost_bn)
@@ -168,7 +169,8 @@ def prepare_run(cfg: RunConfig, out_dir: str | Path | None, *, resume: bool = Fa
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if distributed:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     if t.compile:
         model = torch.compile(model)
 

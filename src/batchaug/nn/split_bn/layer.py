@@ -35,7 +35,7 @@ class SplitBatchNorm(nn.Module):
     initialized with more than one process, as :class:`torch.nn.SyncBatchNorm` does for one split.
     """
 
-    _batchaug_bn = True  # found by batchaug.nn.bn_utils.frozen_bn_stats and the optimizer's no-decay rule
+    _batchaug_bn = True  # a BatchNorm to batchaug.nn.bn_utils.is_batch_norm (frozen_bn_stats, no-decay rule)
     _template: nn.Module | None
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
