@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from batchaug.nn.bn_utils import count_batchnorms, frozen_bn_stats
+from batchaug.nn.bn_utils import count_batchnorms, frozen_bn_stats, is_batch_norm
 from batchaug.nn.split_bn import (
     Route,
     SplitBatchNorm,
@@ -57,6 +57,7 @@ __all__ = [
     "export_branch",
     "export_main",
     "frozen_bn_stats",
+    "is_batch_norm",
     "route",
     "set_route",
     "split_batchnorms",

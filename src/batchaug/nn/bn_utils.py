@@ -1,4 +1,4 @@
-"""Helpers for BatchNorm bookkeeping shared by methods (gradient-norm probes, adversarial attacks)."""
+"""Helpers for BatchNorm bookkeeping shared by methods (gradient-norm probes, adversarial attacks) and layers."""
 
 from __future__ import annotations
 
@@ -6,8 +6,40 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+
+def is_batch_norm(module: nn.Module) -> bool:
+    """Whether ``module`` is a BatchNorm: any torch ``_BatchNorm`` subclass (BatchNorm1d/2d/3d, their lazy
+    versions, SyncBatchNorm, batchaug's ghost BatchNorms, timm's BatchNormAct2d) or one of batchaug's
+    layers that stand in for a BatchNorm without subclassing it (:func:`is_batchaug_norm`)."""
+    return isinstance(module, _BatchNorm) or is_batchaug_norm(module)
+
+
+def is_batchaug_norm(module: nn.Module) -> bool:
+    """Whether ``module`` is a batchaug layer that replaces a BatchNorm rather than subclassing torch's
+    ``_BatchNorm``: the modules marked ``_batchaug_bn = True``, i.e. the split BatchNorms. Ghost BN
+    subclasses ``_BatchNorm`` and is not marked (:func:`is_batch_norm` covers both)."""
+    return bool(getattr(module, "_batchaug_bn", False))
+
+
+def fold_batch_norm(weight: Tensor | None, bias: Tensor | None, mean: Tensor, var: Tensor,
+                    eps: float) -> tuple[Tensor, Tensor]:
+    """A BatchNorm's per-channel transform folded into ``y = x·scale + shift``.
+
+    ``scale = γ/√(σ²+ε)`` and ``shift = β - μ·scale``, with γ=1 when ``weight`` is None and β=0 when
+    ``bias`` is None. Given running statistics this is the eval-mode BatchNorm; given batch statistics
+    (as the synchronized split BatchNorm does) it is the train-mode one. The result has the dtype of the
+    inputs: cast them first to compute in another.
+    """
+    scale = torch.rsqrt(var + eps)
+    if weight is not None:
+        scale = scale * weight
+    shift = -mean * scale
+    if bias is not None:
+        shift = shift + bias
+    return scale, shift
 
 
 @contextlib.contextmanager
@@ -21,7 +53,7 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[nn.Module]:
     """
     saved: list[tuple[torch.Tensor, torch.Tensor]] = []
     for module in model.modules():
-        if isinstance(module, _BatchNorm) or getattr(module, "_batchaug_bn", False):
+        if is_batch_norm(module):
             for buf in module.buffers(recurse=False):
                 saved.append((buf, buf.detach().clone()))
     try:
@@ -34,4 +66,4 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[nn.Module]:
 
 def count_batchnorms(model: nn.Module) -> int:
     """Number of BatchNorm-like modules in ``model``."""
-    return sum(1 for m in model.modules() if isinstance(m, _BatchNorm) or getattr(m, "_batchaug_bn", False))
+    return sum(1 for m in model.modules() if is_batch_norm(m))

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from batchaug.config import OptimConfig
+from batchaug.nn.bn_utils import is_batch_norm
 
 
 def param_groups(model: nn.Module, weight_decay: float, no_wd_bn_bias: bool) -> list[dict]:
@@ -18,7 +18,7 @@ def param_groups(model: nn.Module, weight_decay: float, no_wd_bn_bias: bool) -> 
         return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
     decay, no_decay, seen = [], [], set()
     for module in model.modules():
-        is_norm = isinstance(module, (_BatchNorm, nn.GroupNorm, nn.LayerNorm)) or getattr(module, "_batchaug_bn", False)
+        is_norm = is_batch_norm(module) or isinstance(module, (nn.GroupNorm, nn.LayerNorm))
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad or id(p) in seen:
                 continue

@@ -197,9 +197,10 @@ def wrap_model(cfg: RunConfig, method: Method, model: nn.Module, device: torch.d
     t = cfg.train
     model = method.prepare_model(model)
     if t.ghost_bn:
+        from batchaug.nn.bn_utils import is_batchaug_norm
         from batchaug.nn.ghost_bn import convert_ghost_bn
 
-        if any(getattr(m, "_batchaug_bn", False) for m in model.modules()):
+        if any(is_batchaug_norm(m) for m in model.modules()):
             raise ConfigError(f"train.ghost_bn: method {cfg.method.name!r} already replaced the model's "
                               "BatchNorms (e.g. split BN); ghost BN cannot be stacked on them — unset train.ghost_bn")
         model = convert_ghost_bn(model, t.ghost_bn)
