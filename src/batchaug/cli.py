@@ -1,7 +1,10 @@
 """The ``batchaug`` command line: one subcommand per job, each in ``batchaug.commands.<name>``.
 
-Subcommand modules are imported lazily so that ``batchaug --help`` stays fast and a broken
-optional dependency of one subcommand does not take the others down.
+Building the parser imports every subcommand module, so each keeps its top level light: no torch,
+torchvision, numpy or matplotlib until its ``run()``. That keeps ``batchaug --help`` and every
+``batchaug COMMAND --help`` fast, and a broken optional dependency of one subcommand does not take
+the others down (tests/test_cli.py checks that building the parser and each ``--help`` leave torch
+unimported).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``batchaug`` parser with one subparser per written module of :data:`SUBCOMMANDS`."""
     parser = argparse.ArgumentParser(
         prog="batchaug",
         description="Train and evaluate networks with Batch Augmentation (BA), Stochastic Batch "
@@ -49,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``batchaug`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    Errors that batchaug raises on purpose (:class:`~batchaug.errors.BatchaugError`) print one line
+    naming the subcommand and exit with 2; a bad command line exits with 2 from argparse.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
