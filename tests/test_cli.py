@@ -1,5 +1,5 @@
 """The command line itself: building the parser and every ``--help`` import no torch, the choices
-spelled out for that agree with the real ones."""
+spelled out for that agree with the real ones, and ``key=value`` overrides may follow options."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import batchaug
-from batchaug.cli import SUBCOMMANDS, build_parser
+from batchaug.cli import SUBCOMMANDS, build_parser, main, parse_args
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = "configs/quick/cifar10_resnet20.yaml"
@@ -62,10 +62,10 @@ def test_every_help_exits_0_without_importing_torch(command: list[str]) -> None:
 
 def test_bench_parsers_load_their_module_when_used(capsys: pytest.CaptureFixture[str]) -> None:
     # the deferred benchmark parser still declares the module's arguments before parsing them
-    args = build_parser().parse_args(["bench", "augment", "--quick", "--m", "1", "2"])
+    args = parse_args(build_parser(), ["bench", "augment", "--quick", "--m", "1", "2"])
     assert args.quick and args.m == [1, 2] and args._bench.__name__ == "batchaug.bench.augment"
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["bench", "step", "--no-such-option"])
+        parse_args(build_parser(), ["bench", "step", "--no-such-option"])
     assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
 
 
@@ -91,3 +91,70 @@ def test_benchmark_help_lines_are_their_docstrings_first_lines() -> None:
     for name, (module_name, help_text) in BENCHMARKS.items():
         doc = importlib.import_module(module_name).__doc__ or ""
         assert doc.strip().splitlines()[0] == help_text, name
+
+
+# ------------------------------------------------------------------------ overrides after options
+
+
+@pytest.mark.parametrize("argv, config, out, overrides", [
+    (["train", QUICK, "--out", "runs/x", "a.b=1"], QUICK, "runs/x", ["a.b=1"]),
+    (["train", QUICK, "a.b=1", "--out", "runs/x", "c.d=2"], QUICK, "runs/x", ["a.b=1", "c.d=2"]),
+    (["train", QUICK, "a.b=1", "--out", "runs/x", "c.d=2", "--print-config", "e.f=3"], QUICK, "runs/x",
+     ["a.b=1", "c.d=2", "e.f=3"]),
+    (["train", "--out", "runs/x", QUICK, "a.b=1"], QUICK, "runs/x", ["a.b=1"]),
+    (["train", QUICK, "--out", "runs/x"], QUICK, "runs/x", []),
+])
+def test_train_overrides_before_and_after_options(argv: list[str], config: str, out: str,
+                                                   overrides: list[str]) -> None:
+    from batchaug.commands.train import _split_positionals
+
+    args = parse_args(build_parser(), argv)
+    assert args.config == config and args.out == Path(out)
+    assert _split_positionals(args) == (config, overrides)
+
+
+@pytest.mark.parametrize("argv, overrides", [
+    (["train", "--resume", "runs/x", "a.b=1"], ["a.b=1"]),
+    (["train", "--resume", "runs/x", "a.b=1", "c.d=2"], ["a.b=1", "c.d=2"]),
+    (["train", "a.b=1", "--resume", "runs/x", "c.d=2"], ["a.b=1", "c.d=2"]),
+])
+def test_resume_with_overrides_has_no_config(argv: list[str], overrides: list[str]) -> None:
+    from batchaug.commands.train import _split_positionals
+
+    args = parse_args(build_parser(), argv)
+    assert args.resume == Path("runs/x")
+    # the first positional is an override, not a config file, when no config is given
+    assert _split_positionals(args) == (None, overrides)
+
+
+@pytest.mark.parametrize("argv, overrides", [
+    (["demo", "--out", "runs/d", "a.b=1"], ["a.b=1"]),
+    (["demo", "a.b=1", "--out", "runs/d", "c.d=2"], ["a.b=1", "c.d=2"]),
+    (["demo", "--m", "2", "a.b=1", "--out", "runs/d", "c.d=2"], ["a.b=1", "c.d=2"]),
+])
+def test_demo_overrides_before_and_after_options(argv: list[str], overrides: list[str]) -> None:
+    args = parse_args(build_parser(), argv)
+    assert args.out == Path("runs/d") and args.overrides == overrides
+
+
+@pytest.mark.parametrize("argv, leftover", [
+    (["train", QUICK, "--out", "runs/x", "other.yaml"], "other.yaml"),  # not an override
+    (["train", QUICK, "--out", "runs/x", "a.b=1", "--no-such=1"], "--no-such=1"),  # an option, never one
+    (["eval", "runs/x", "a.b=1"], "a.b=1"),  # eval takes no overrides
+])
+def test_other_leftovers_are_still_unrecognized(argv: list[str], leftover: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    # only what is truly unrecognized is named; overrides of train went to args.overrides
+    assert capsys.readouterr().err.splitlines()[-1] == f"batchaug: error: unrecognized arguments: {leftover}"
+
+
+def test_print_config_applies_an_override_after_an_option(capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    assert main(["train", QUICK, "--print-config", "train.max_steps=7"]) == 0
+    printed = capsys.readouterr().out
+    train_section = printed[printed.index("\ntrain:"):]
+    assert "\n  max_steps: 7\n" in train_section

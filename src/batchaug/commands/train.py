@@ -5,6 +5,8 @@
   batchaug train CONFIG --sweep method.eta=0,1e-3,0.1 --out runs/eta
                                                        one run per value, in runs/eta/<key>=<value>/
 
+Overrides may stand before or after the options (CONFIG --out DIR key=value works); later ones win.
+
 The run directory receives config.yaml (the fully resolved config), metrics.jsonl (one JSON object per
 evaluation), last.pt and best.pt (checkpoints), summary.json and, with tensorboard installed, events.
 Multi-GPU / multi-process: torchrun --nproc_per_node N -m batchaug train CONFIG --out DIR
