@@ -3,6 +3,7 @@ chunking, output formats, determinism, devices, and property tests over shapes (
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,6 @@ import torchvision.transforms.v2.functional as TF
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_augment_ops import gen, load_cifar
-
-# small batches: a second torch thread only adds OpenMP waits on a loaded machine
-pytestmark = pytest.mark.usefixtures("one_thread")
 from torch import Tensor
 
 from batchaug.augment import (
@@ -29,6 +27,11 @@ from batchaug.augment import (
     repeat_targets,
 )
 from batchaug.errors import ConfigError
+
+# small batches: a second torch thread only adds OpenMP waits on a loaded machine
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CIFAR = {"mean": CIFAR10_MEAN, "std": CIFAR10_STD}  # explicit: omitted statistics warn
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +54,10 @@ def test_normalize_matches_torchvision(images: Tensor) -> None:
 
 
 def test_normalize_out_and_dtypes(images: Tensor) -> None:
-    ref = normalize(images)
+    ref = normalize(images, **CIFAR)
     out = torch.empty_like(ref)
-    assert normalize(images, out=out) is out and torch.equal(out, ref)
-    half = normalize(images, out_dtype=torch.bfloat16)
+    assert normalize(images, **CIFAR, out=out) is out and torch.equal(out, ref)
+    half = normalize(images, **CIFAR, out_dtype=torch.bfloat16)
     assert half.dtype == torch.bfloat16
     torch.testing.assert_close(half.float(), ref, atol=0.02, rtol=0.01)
 
@@ -69,7 +72,7 @@ def test_normalize_rejects_bad_statistics(images: Tensor, mean: object, std: obj
 
 def test_views_of_sample_i_are_rows_i_m_to_i_m_plus_m_minus_1(images: Tensor) -> None:
     m = 3
-    views = ViewAugmenter("none", m)(images)
+    views = ViewAugmenter("none", m, **CIFAR)(images)
     expected = torchvision_normalize(images, CIFAR10_MEAN, CIFAR10_STD).repeat_interleave(m, dim=0)
     torch.testing.assert_close(views, expected)
 
@@ -79,9 +82,9 @@ def test_every_view_is_a_crop_and_flip_of_its_own_sample(images: Tensor, chunk_s
     """With the standard policy each view must equal one of the 162 pad-4 crops (x2 flips) of
     sample ``row // m``, whatever the chunking."""
     m, x = 5, images[:4]
-    views = ViewAugmenter(Standard(), m, chunk_size=chunk_size)(x, gen(1))
+    views = ViewAugmenter(Standard(), m, **CIFAR, chunk_size=chunk_size)(x, gen(1))
     padded = TF.pad(x, [4])
-    candidates = torch.stack([padded[:, :, t:t + 32, l:l + 32] for t in range(9) for l in range(9)], dim=1)
+    candidates = torch.stack([padded[:, :, t:t + 32, s:s + 32] for t in range(9) for s in range(9)], dim=1)
     candidates = torch.cat([candidates, candidates.flip(-1)], dim=1)  # (4, 162, 3, 32, 32)
     candidates = torchvision_normalize(candidates.flatten(0, 1), CIFAR10_MEAN, CIFAR10_STD).view(4, 162, -1)
     for row in range(views.shape[0]):
@@ -90,33 +93,33 @@ def test_every_view_is_a_crop_and_flip_of_its_own_sample(images: Tensor, chunk_s
 
 
 def test_chunking_changes_no_deterministic_view(images: Tensor) -> None:
-    whole = ViewAugmenter("none", 4)(images)
+    whole = ViewAugmenter("none", 4, **CIFAR)(images)
     for chunk in (1, 5, 13):
-        torch.testing.assert_close(ViewAugmenter("none", 4, chunk_size=chunk)(images), whole, rtol=0, atol=0)
+        torch.testing.assert_close(ViewAugmenter("none", 4, **CIFAR, chunk_size=chunk)(images), whole, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("spec", ["standard+cutout", "randaugment", "augmix", "gaussian"])
 def test_same_seed_same_views(images: Tensor, spec: str) -> None:
-    va = ViewAugmenter(spec, 4, chunk_size=9)
+    va = ViewAugmenter(spec, 4, **CIFAR, chunk_size=9)
     a, b, c = va(images, gen(3)), va(images, gen(3)), va(images, gen(4))
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_output_formats_and_out_argument(images: Tensor) -> None:
-    va = ViewAugmenter("standard", 2, channels_last=True)
+    va = ViewAugmenter("standard", 2, **CIFAR, channels_last=True)
     out = va(images, gen())
     assert out.is_contiguous(memory_format=torch.channels_last) and out.shape == (24, 3, 32, 32)
-    bf = ViewAugmenter("standard", 2, out_dtype=torch.bfloat16)(images, gen())
+    bf = ViewAugmenter("standard", 2, **CIFAR, out_dtype=torch.bfloat16)(images, gen())
     assert bf.dtype == torch.bfloat16
-    torch.testing.assert_close(bf.float(), ViewAugmenter("standard", 2)(images, gen()), atol=0.03, rtol=0.01)
+    torch.testing.assert_close(bf.float(), ViewAugmenter("standard", 2, **CIFAR)(images, gen()), atol=0.03, rtol=0.01)
     buffer = torch.empty(24, 3, 32, 32)
-    assert ViewAugmenter("standard", 2)(images, gen(), out=buffer) is buffer
+    assert ViewAugmenter("standard", 2, **CIFAR)(images, gen(), out=buffer) is buffer
     with pytest.raises(ConfigError, match="out must be"):
-        ViewAugmenter("standard", 3)(images, gen(), out=buffer)
+        ViewAugmenter("standard", 3, **CIFAR)(images, gen(), out=buffer)
 
 
 def test_reuse_output_writes_into_one_tensor_and_autograd_notices(images: Tensor) -> None:
-    va = ViewAugmenter("standard", 2, reuse_output=True)
+    va = ViewAugmenter("standard", 2, **CIFAR, reuse_output=True)
     first = va(images, gen(1))
     kept = first.clone()
     weight = torch.ones(3, requires_grad=True)
@@ -125,14 +128,77 @@ def test_reuse_output_writes_into_one_tensor_and_autograd_notices(images: Tensor
     assert second is first and not torch.equal(second, kept)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
-    fresh = ViewAugmenter("standard", 2)
+    fresh = ViewAugmenter("standard", 2, **CIFAR)
     assert fresh(images, gen(1)) is not fresh(images, gen(1))
     assert va(images[:5], gen(3)).shape[0] == 10  # a new shape gets a new tensor
 
 
 def test_resizing_policy_views(images: Tensor) -> None:
-    views = ViewAugmenter({"name": "resized_crop", "size": 24}, 2)(images, gen())
+    views = ViewAugmenter({"name": "resized_crop", "size": 24}, 2, **CIFAR)(images, gen())
     assert views.shape == (24, 3, 24, 24)
+
+
+# ------------------------------------------------------------------------------ float input, stats
+
+FLOATS = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@pytest.mark.parametrize("spec", ["standard+cutout", "randaugment"])
+def test_float_images_give_the_views_of_their_uint8_source(images: Tensor, dtype: torch.dtype, spec: str) -> None:
+    va = ViewAugmenter(spec, 3, **CIFAR)
+    as_float = (images.double() / 255).to(dtype)
+    assert torch.equal(va(as_float, gen(7)), va(images, gen(7)))
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+def test_every_uint8_level_survives_the_float_round_trip(dtype: torch.dtype) -> None:
+    levels = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16)
+    va = ViewAugmenter("none", 1, mean=0.0, std=1.0)  # views = pixel / 255 exactly as the uint8 path makes them
+    assert torch.equal(va((levels.double() / 255).to(dtype)), va(levels))
+
+
+def test_float_images_are_quantized_to_the_nearest_level() -> None:
+    x = torch.tensor([0.0, 0.3 / 255, 0.6 / 255, 254.4 / 255, 1.0]).view(1, 1, 1, 5)
+    views = ViewAugmenter("none", 1, mean=0.0, std=1.0)(x)
+    assert (views * 255).round().flatten().tolist() == [0, 0, 1, 254, 255]
+
+
+@pytest.mark.parametrize("low, high, found", [(-0.25, 0.5, "[-0.25, 0.5]"), (0.0, 2.0, "[0, 2]"),
+                                              (0.0, 255.0, "[0, 255]"), (float("nan"), 0.5, "nan")])
+def test_float_images_outside_0_1_are_rejected_naming_the_range(low: float, high: float, found: str) -> None:
+    x = torch.full((2, 3, 8, 8), 0.5)
+    x[0, 0, 0, 0], x[1, 2, 7, 7] = low, high
+    with pytest.raises(ConfigError, match="must lie in \\[0, 1\\]") as exc:
+        ViewAugmenter("standard", 2, **CIFAR)(x, gen())
+    assert found in str(exc.value)
+
+
+def test_empty_float_batch_needs_no_range() -> None:
+    assert ViewAugmenter("standard", 2, **CIFAR)(torch.empty(0, 3, 8, 8), gen()).shape == (0, 3, 8, 8)
+
+
+def test_omitted_statistics_warn_once_per_instance_and_mean_cifar10(images: Tensor) -> None:
+    with pytest.warns(UserWarning, match="no mean or std given.*CIFAR-10") as record:
+        va = ViewAugmenter("none", 2)
+    assert len(record) == 1 and record[0].filename == __file__  # points at the caller's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # calls do not warn again
+        assert torch.equal(va(images), ViewAugmenter("none", 2, **CIFAR)(images))
+        va(images)
+    with pytest.warns(UserWarning, match="no mean given.*CIFAR-10's mean") as record:
+        ViewAugmenter("none", 2, std=CIFAR10_STD)
+    assert "std (" not in str(record[0].message)  # std was given: only the mean falls back
+
+
+def test_normalize_warns_exactly_when_statistics_are_omitted(images: Tensor) -> None:
+    with pytest.warns(UserWarning, match="normalize: no mean or std given.*CIFAR-10") as record:
+        default = normalize(images)
+    assert record[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(default, normalize(images, CIFAR10_MEAN, CIFAR10_STD))
+        ViewAugmenter("standard", 2, mean=0.5, std=0.25)
 
 
 @pytest.mark.parametrize("kwargs, words", [({"m": 0}, "m must be >= 1"), ({"std": (0.1, 0.0, 0.1)}, "std"),
@@ -140,14 +206,14 @@ def test_resizing_policy_views(images: Tensor) -> None:
                                            ({"chunk_size": 0}, "chunk_size")])
 def test_bad_view_options(kwargs: dict, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
-        ViewAugmenter("standard", **kwargs)
+        ViewAugmenter("standard", **{**CIFAR, **kwargs})
 
 
 def test_one_channel_images_need_matching_statistics() -> None:
     gray = torch.randint(0, 256, (2, 1, 16, 16), dtype=torch.uint8, generator=gen())
     assert ViewAugmenter("standard", 2, mean=0.5, std=0.5)(gray, gen()).shape == (4, 1, 16, 16)
     with pytest.raises(ConfigError, match="one per channel"):
-        ViewAugmenter("standard", 2)(gray, gen())  # CIFAR-10's three means
+        ViewAugmenter("standard", 2, **CIFAR)(gray, gen())  # CIFAR-10's three means
 
 
 def test_repeat_targets_matches_the_layout() -> None:
@@ -199,7 +265,7 @@ def test_resized_crop_boxes_always_fit(height: int, width: int, size: int, seed:
                                   {"name": "resized_crop", "size": 24}])
 def test_cuda_views_stay_on_the_device_and_repeat(images: Tensor, spec: object) -> None:
     x = images.cuda()
-    va = ViewAugmenter(spec, 4)
+    va = ViewAugmenter(spec, 4, **CIFAR)
     a, b = va(x, gen(5, "cuda")), va(x, gen(5, "cuda"))
     assert a.is_cuda and torch.equal(a, b)
     c = va(x, gen(5, "cpu"))  # a CPU generator drives CUDA images: drawn on the CPU, then moved
@@ -218,3 +284,22 @@ def test_cuda_ops_equal_cpu_ops_for_the_same_parameters(images: Tensor) -> None:
     cpu = apply_ops(images, op, value)
     cuda = apply_ops(images.cuda(), op.cuda(), value.cuda())
     assert int((cuda.cpu().int() - cpu.int()).abs().max()) <= 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_uint8_views_do_not_synchronize_but_float_ones_check_their_range(images: Tensor) -> None:
+    """Accepting float input must not cost the uint8 fast path a device synchronization; the float
+    path's range check is the one that does (and gives the uint8 path's views)."""
+    x = images.cuda()
+    va = ViewAugmenter("none", 4, **CIFAR)
+    expected = va(x)  # warm-up: the normalization constants are copied to the device once, then cached
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        va(x)
+        with pytest.raises(RuntimeError, match="synchroniz"):
+            va(x.float() / 255)
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    assert torch.equal(va(x.float() / 255), expected)

@@ -1,7 +1,13 @@
 """The ``batchaug`` command line: one subcommand per job, each in ``batchaug.commands.<name>``.
 
-Subcommand modules are imported lazily so that ``batchaug --help`` stays fast and a broken
-optional dependency of one subcommand does not take the others down.
+Building the parser imports every subcommand module, so each keeps its top level light: no torch,
+torchvision, numpy or matplotlib until its ``run()``. That keeps ``batchaug --help`` and every
+``batchaug COMMAND --help`` fast, and a broken optional dependency of one subcommand does not take
+the others down (tests/test_cli.py checks that building the parser and each ``--help`` leave torch
+unimported).
+
+``key=value`` overrides may stand before or after options (``batchaug train CONFIG --out DIR
+key=value``): :func:`main` hands those argparse leaves over to the subcommand's ``overrides``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``batchaug`` parser with one subparser per written module of :data:`SUBCOMMANDS`."""
     parser = argparse.ArgumentParser(
         prog="batchaug",
         description="Train and evaluate networks with Batch Augmentation (BA), Stochastic Batch "
@@ -48,9 +55,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def is_override(token: str) -> bool:
+    """Whether a command-line token is a ``key=value`` override (an option never is)."""
+    return "=" in token and not token.startswith("-")
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that ``key=value`` overrides may also follow options.
+
+    argparse fills a ``nargs="*"`` positional from one run of positionals only, so in ``batchaug
+    train CONFIG --out DIR key=value`` the override after ``--out DIR`` is left over (and
+    ``parse_intermixed_args`` does not support subparsers). Leftover overrides are appended, in
+    command-line order, to ``args.overrides`` where the subcommand has one; any other leftover,
+    or an override for a subcommand without overrides, stops with argparse's usual
+    "unrecognized arguments" error (exit status 2).
+    """
+    args, extras = parser.parse_known_args(argv)
+    if extras and hasattr(args, "overrides"):
+        args.overrides = list(args.overrides or []) + [t for t in extras if is_override(t)]
+        extras = [t for t in extras if not is_override(t)]
+    if extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``batchaug`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    Errors that batchaug raises on purpose (:class:`~batchaug.errors.BatchaugError`) print one line
+    naming the subcommand and exit with 2; a bad command line exits with 2 from argparse.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if args.command is None:
         parser.print_help()
         return 2

@@ -1,15 +1,17 @@
 """From a uint8 batch to the normalized float views that the model sees.
 
 ``ViewAugmenter(policy, m, mean, std)`` makes ``M`` independently augmented views of every image
-(Batch Augmentation's ``B * M`` batch), in chunks so that the temporaries of large ``B * M`` stay
-small and are reused by the allocator, and writes each chunk, normalized, straight into the
-output. ``normalize`` is the same fused conversion for evaluation; ``repeat_targets`` repeats
-labels to match the view layout (the views of sample ``i`` are rows ``i * M ... i * M + M - 1``).
+of a uint8 batch, or of a float batch in [0, 1] (Batch Augmentation's ``B * M`` batch), in chunks
+so that the temporaries of large ``B * M`` stay small and are reused by the allocator, and writes
+each chunk, normalized, straight into the output. ``normalize`` is the same fused conversion for
+evaluation; ``repeat_targets`` repeats labels to match the view layout (the views of sample ``i``
+are rows ``i * M ... i * M + M - 1``).
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -45,6 +47,19 @@ _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _CHUNK_ELEMENTS = 1 << 21
 
 
+def _default_stats(mean: float | Sequence[float] | None, std: float | Sequence[float] | None,
+                   where: str) -> tuple[float | Sequence[float], float | Sequence[float]]:
+    """``mean`` and ``std``, CIFAR-10's for the ones that are None, with a warning saying so: a
+    silent CIFAR-10 normalization of other data trains and evaluates without error, just worse."""
+    missing = [name for name, value in (("mean", mean), ("std", std)) if value is None]
+    if missing:
+        used = " and ".join(f"{name} {CIFAR10_MEAN if name == 'mean' else CIFAR10_STD}" for name in missing)
+        warnings.warn(f"{where}: no {' or '.join(missing)} given, so it normalizes with CIFAR-10's {used}; "
+                      "pass mean= and std= (per-channel sequences or numbers) for other data, e.g. "
+                      "IMAGENET_MEAN and IMAGENET_STD from batchaug.augment", UserWarning, stacklevel=3)
+    return (CIFAR10_MEAN if mean is None else mean), (CIFAR10_STD if std is None else std)
+
+
 def _stats(values: float | Sequence[float], name: str) -> tuple[float, ...]:
     if isinstance(values, (int, float)) and not isinstance(values, bool):
         values = (values,)
@@ -73,11 +88,15 @@ def _scale_shift(mean: tuple[float, ...], std: tuple[float, ...], channels: int,
     return scale.to(device), shift.to(device)
 
 
-def normalize(images: Tensor, mean: float | Sequence[float] = CIFAR10_MEAN,
-              std: float | Sequence[float] = CIFAR10_STD, *, out_dtype: torch.dtype = torch.float32,
+def normalize(images: Tensor, mean: float | Sequence[float] | None = None,
+              std: float | Sequence[float] | None = None, *, out_dtype: torch.dtype = torch.float32,
               out: Tensor | None = None) -> Tensor:
     """``(x - mean) / std`` per channel, for uint8 images (``x`` = pixel / 255, converted in the same
-    pass) or float images in [0, 1]. ``out`` (optional) receives the result."""
+    pass) or float images in [0, 1]. ``out`` (optional) receives the result.
+
+    ``mean`` and ``std`` are a number or one value per channel; when left None, CIFAR-10's
+    (:data:`CIFAR10_MEAN`, :data:`CIFAR10_STD`) are used and a ``UserWarning`` says so."""
+    mean, std = _default_stats(mean, std, "normalize")
     check_images(images, "normalize", allow_float=True)
     if out_dtype not in _FLOAT_DTYPES:
         raise ConfigError(f"normalize: out_dtype must be a float dtype, got {out_dtype}")
@@ -110,14 +129,39 @@ def repeat_targets(targets: Tensor, m: int) -> Tensor:
     return targets if m == 1 else targets.repeat_interleave(m, dim=0)
 
 
+def _quantize(images: Tensor) -> Tensor:
+    """Float images in [0, 1] as uint8 ``(x * 255).round()``; ConfigError naming the range found
+    otherwise. The range check syncs with the device: the price of accepting floats."""
+    if images.numel() == 0:
+        return images.to(torch.uint8)
+    lo, hi = torch.stack(torch.aminmax(images)).tolist()  # one read-back for both
+    if not (lo >= 0.0 and hi <= 1.0):  # written so that NaN fails too
+        raise ConfigError(f"ViewAugmenter: float images must lie in [0, 1], found values in [{lo:g}, {hi:g}]; "
+                          "pass uint8 images (0-255) or float images scaled to [0, 1] (e.g. x / 255)")
+    # float32 at least: 255 * x in (b)float16 can miss the integer that x / 255 came from
+    scaled = images.to(torch.promote_types(images.dtype, torch.float32)) * 255.0
+    return scaled.round_().to(torch.uint8)
+
+
 class ViewAugmenter(nn.Module):
-    """Make ``m`` augmented, normalized views of every image of a uint8 batch.
+    """Make ``m`` augmented, normalized views of every image of a uint8 (or float [0, 1]) batch.
 
     ``ViewAugmenter(policy, m, mean, std)(images, generator)`` maps uint8 ``(N, C, H, W)`` on any
     device to ``(N * m, C, H', W')`` in ``out_dtype`` on the same device, the views of sample
     ``i`` at rows ``i * m ... i * m + m - 1`` (``repeat_targets`` matches labels to it). Every
     view draws its own parameters; the same generator state, device and ``chunk_size`` give the
     same views.
+
+    Float images (any float dtype) must lie in [0, 1]. The policies work on uint8 pixel values,
+    so float images are first quantized to 8 bits, ``(x * 255).round()`` as uint8: images that
+    came from uint8 as ``x / 255`` give exactly the views of the uint8 images, and finer shades
+    are rounded to the nearest of the 256 levels. Checking the range reads the batch's minimum
+    and maximum back to the CPU (a device synchronization on CUDA) and the quantized copy costs
+    one pass; uint8 input does neither, so it stays the fast path.
+
+    ``mean`` and ``std`` (a number or one value per channel, applied to pixel / 255) normalize
+    the views. When left None, CIFAR-10's (:data:`CIFAR10_MEAN`, :data:`CIFAR10_STD`) are used
+    and the constructor warns (``UserWarning``, once per instance) that it does so.
 
     ``policy`` is a ``Policy`` or anything ``build_policy`` accepts. Views are made ``chunk_size``
     at a time (default: about 2M pixel values per chunk, split evenly), each chunk normalized
@@ -133,10 +177,11 @@ class ViewAugmenter(nn.Module):
     """
 
     def __init__(self, policy: Policy | str | Mapping[str, Any] | Sequence[Any] | None, m: int = 1,
-                 mean: float | Sequence[float] = CIFAR10_MEAN, std: float | Sequence[float] = CIFAR10_STD, *,
+                 mean: float | Sequence[float] | None = None, std: float | Sequence[float] | None = None, *,
                  chunk_size: int | None = None, out_dtype: torch.dtype = torch.float32,
                  channels_last: bool = False, reuse_output: bool = False) -> None:
         super().__init__()
+        mean, std = _default_stats(mean, std, "ViewAugmenter")
         self.policy = build_policy(policy)
         self.m = int(number(m, "views: m", low=1, integer=True))
         self.mean = _stats(mean, "views: mean")
@@ -164,13 +209,20 @@ class ViewAugmenter(nn.Module):
 
     def forward(self, images: Tensor, generator: torch.Generator | None = None, *,
                 out: Tensor | None = None) -> Tensor:
-        """uint8 ``(N, C, H, W)`` -> normalized views ``(N * m, C, H', W')``; ``out`` (optional, of
-        that shape and ``out_dtype``) receives them instead of a new tensor.
+        """uint8 (or float in [0, 1]) ``(N, C, H, W)`` -> normalized views ``(N * m, C, H', W')``;
+        ``out`` (optional, of that shape and ``out_dtype``) receives them instead of a new tensor.
 
         ``generator`` is a ``torch.Generator`` on the images' device, or a CPU one for CUDA images
         (the per-view parameters, a few small tensors, are then drawn on the CPU and copied over);
-        ``None`` uses PyTorch's default generator of the images' device."""
-        check_images(images, "ViewAugmenter")
+        ``None`` uses PyTorch's default generator of the images' device.
+
+        Raises:
+            ConfigError: images that are not ``(N, C, H, W)`` uint8 or float, float images with
+                values outside [0, 1] (the message gives the range found), or a mismatched ``out``.
+        """
+        check_images(images, "ViewAugmenter", allow_float=True)
+        if images.is_floating_point():
+            images = _quantize(images)
         n, c, h, w = images.shape
         oh, ow = self.policy.output_size(h, w)
         total = n * self.m

@@ -20,14 +20,12 @@ import argparse
 import json
 import time
 
-from batchaug.data.decode import RESIZE_MODES
-from batchaug.data.sources import (
-    CHECKS,
-    KINDS,
-    cache_split,
-    dataset_info,
-    verify_source,
-)
+# The choices of batchaug.data's KINDS, CHECKS and RESIZE_MODES, spelled out because importing
+# batchaug.data loads torch and torchvision, and building the parser must not (``batchaug --help``
+# stays fast); tests/test_cli.py checks that they agree with the originals.
+KINDS = ("auto", "cifar10_jpeg", "imagefolder", "cifar10", "cifar100", "imagenet")
+CHECKS = ("none", "quick", "full")
+RESIZE_MODES = ("center_crop", "stretch", "crop")
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    from batchaug.data.sources import dataset_info
+
     info = dataset_info(args.path, args.kind, check=args.check, num_workers=args.workers)
     if args.json:
         print(json.dumps(info))
@@ -83,6 +83,8 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from batchaug.data.sources import verify_source
+
     start = time.perf_counter()
     counts = verify_source(args.path, args.kind, split=args.split, num_workers=args.workers)
     took = time.perf_counter() - start
@@ -93,6 +95,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
+    from batchaug.data.sources import cache_split, dataset_info
+
     splits = args.splits or list(dataset_info(args.path, args.kind, check="none")["splits"])
     for split in splits:
         start = time.perf_counter()

@@ -1,9 +1,10 @@
 """List the model zoo: every registered model with its parameter count for --num-classes classes.
 
 Models are built on PyTorch's meta device to count their parameters, so nothing is allocated (the
-whole list takes about 4 s on a 2-core CPU, mostly importing torch and torchvision). Besides the names listed, any torchvision classification model is
-available as tv:<name> (e.g. tv:resnet18), any timm model as timm:<name> (pip install batchaug[timm]),
-and any Wide ResNet as wrn<depth>_<widen> (e.g. wrn16_8).
+whole list takes about 4 s on a 2-core CPU, mostly importing torch and torchvision). Besides the
+names listed, any torchvision classification model is available as tv:<name> (e.g. tv:resnet18),
+any timm model as timm:<name> (pip install batchaug[timm]), and any Wide ResNet as
+wrn<depth>_<widen> (e.g. wrn16_8).
 
   batchaug models
   batchaug models --family cifar --num-classes 100
@@ -16,10 +17,11 @@ import argparse
 import json
 from typing import Any
 
-import torch
-
 from batchaug.errors import ConfigError
-from batchaug.models import FAMILIES, build_model, count_params, list_models
+
+# batchaug.models.FAMILIES, spelled out so that building the parser does not import torch (and
+# ``batchaug --help`` stays fast); tests/test_cli.py checks that the two agree.
+FAMILIES = ("cifar", "imagenet")
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +34,10 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def model_rows(num_classes: int = 10, family: str | None = None) -> list[dict[str, Any]]:
     """One dict per registered model (optionally of one family), with ``params`` for ``num_classes``."""
+    import torch
+
+    from batchaug.models import build_model, count_params, list_models
+
     if num_classes < 1:
         raise ConfigError(f"--num-classes must be a positive int, got {num_classes}")
     rows = []
@@ -67,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
               _millions(r["published_params"]), r["description"]) for r in rows]
     widths = [max(len(h), *(len(t[i]) for t in table)) if table else len(h) for i, h in enumerate(header)]
     for line in (header, *table):
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
     print("\npublished: the source's count for 10 (cifar) or 1000 (imagenet) classes. Also: tv:<torchvision "
           "name>, timm:<timm name>, wrn<depth>_<widen>.")
     return 0

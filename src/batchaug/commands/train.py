@@ -5,6 +5,8 @@
   batchaug train CONFIG --sweep method.eta=0,1e-3,0.1 --out runs/eta
                                                        one run per value, in runs/eta/<key>=<value>/
 
+Overrides may stand before or after the options (CONFIG --out DIR key=value works); later ones win.
+
 The run directory receives config.yaml (the fully resolved config), metrics.jsonl (one JSON object per
 evaluation), last.pt and best.pt (checkpoints), summary.json and, with tensorboard installed, events.
 Multi-GPU / multi-process: torchrun --nproc_per_node N -m batchaug train CONFIG --out DIR
@@ -16,8 +18,10 @@ import argparse
 import json
 from pathlib import Path
 
-from batchaug.config import apply_overrides, load_yaml, parse_override, resolve_config
 from batchaug.errors import ConfigError
+
+# batchaug.config (and everything that does training) is imported inside the functions below:
+# it loads torch, and building the parser for ``batchaug --help`` must not.
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +44,7 @@ def _split_positionals(args: argparse.Namespace) -> tuple[str | None, list[str]]
 
 
 def run(args: argparse.Namespace) -> int:
-    from batchaug.config import dump_config
+    from batchaug.config import apply_overrides, dump_config, load_yaml, resolve_config
     from batchaug.train.run import train_run
 
     config, overrides = _split_positionals(args)
@@ -84,6 +88,7 @@ def _sweep_grid(specs: list[str]) -> list[list[str]]:
 
 
 def _run_sweep(raw: dict, specs: list[str], out: Path) -> int:
+    from batchaug.config import apply_overrides, parse_override, resolve_config
     from batchaug.train.run import train_run
 
     grid = _sweep_grid(specs)
