@@ -11,6 +11,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pixels import assert_close_uint8, assert_resampled_close, assert_rounded_close
 from test_augment_ops import gen, load_cifar
 from torch import Tensor
 
@@ -95,7 +96,11 @@ def test_every_view_is_a_crop_and_flip_of_its_own_sample(images: Tensor, chunk_s
 def test_chunking_changes_no_deterministic_view(images: Tensor) -> None:
     whole = ViewAugmenter("none", 4, **CIFAR)(images)
     for chunk in (1, 5, 13):
-        torch.testing.assert_close(ViewAugmenter("none", 4, **CIFAR, chunk_size=chunk)(images), whole, rtol=0, atol=0)
+        # each chunk is its own addcmul over another shape: whether an element lands in the kernel's
+        # vectorized body or its scalar tail (or in another thread's range) moves with the chunking,
+        # and nothing promises that the two round alike (fusing the multiply-add is the compiler's
+        # choice per path); float32's default tolerance is a few ulps, a chunking bug whole pixels
+        torch.testing.assert_close(ViewAugmenter("none", 4, **CIFAR, chunk_size=chunk)(images), whole)
 
 
 @pytest.mark.parametrize("spec", ["standard+cutout", "randaugment", "augmix", "gaussian"])
@@ -275,15 +280,30 @@ def test_cuda_views_stay_on_the_device_and_repeat(images: Tensor, spec: object) 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_ops_equal_cpu_ops_for_the_same_parameters(images: Tensor) -> None:
-    from batchaug.augment import apply_ops
+    _assert_ops_agree_with_cpu(images, "cuda")
 
-    n = images.shape[0]
+
+def _assert_ops_agree_with_cpu(images: Tensor, device: str) -> None:
+    """``apply_ops`` on ``device`` against the CPU, with what ``pixels`` allows float32 to change:
+    the geometric rows (nearest) may pick the other neighbour where a source coordinate is within
+    rounding of a tie, the blends may be one level off on a few pixels, the rest is exact."""
+    from batchaug.augment import apply_ops
+    from batchaug.augment import autoaugment as AA
+
+    n, _, h, w = images.shape
     op = torch.arange(n) % 15
     value = torch.linspace(-0.3, 0.9, n)
     value[op == 10] = 6  # posterize bits
     cpu = apply_ops(images, op, value)
-    cuda = apply_ops(images.cuda(), op.cuda(), value.cuda())
-    assert int((cuda.cpu().int() - cpu.int()).abs().max()) <= 1
+    other = apply_ops(images.to(device), op.to(device), value.to(device)).cpu()
+    names = [AA.OPS[int(i)] for i in op]
+    geometric = torch.tensor([name in AA._GEOMETRIC for name in names])
+    float_math = torch.tensor([name in ("brightness", "color", "contrast", "sharpness") for name in names])
+    exact = ~(geometric | float_math)
+    matrix = AA._affine_matrices(op, value, h, w)
+    assert_resampled_close(other[geometric], cpu[geometric], images[geometric], matrix[geometric], "nearest")
+    assert_rounded_close(other[float_math], cpu[float_math])
+    assert_close_uint8(other[exact], cpu[exact])
 
 
 @pytest.mark.gpu

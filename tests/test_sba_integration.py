@@ -17,9 +17,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 
 def _overrides(cifar_zip: Path) -> list[str]:
+    # on the CPU: a resumed run equals the uninterrupted one bit for bit only where every kernel is
+    # run-to-run deterministic, which CUDA's defaults (cuDNN's algorithm choice, atomics) do not promise
     return [f"data.root={cifar_zip}", "data.subset=640", "data.val_subset=200", "train.progress=false",
             "train.tensorboard=false", "train.eval_every=4", "train.max_steps=12", "method.name=sba", "method.m=4",
-            "method.layers=[layer3,features_out]"]
+            "method.layers=[layer3,features_out]", "train.device=cpu"]
 
 
 def test_sba_run_records_its_metrics_resumes_exactly_and_votes(cifar_zip, tmp_path):
@@ -50,4 +52,7 @@ def test_sba_run_records_its_metrics_resumes_exactly_and_votes(cifar_zip, tmp_pa
     assert sba["m"] == 4 and sba["layer"] == "features_out" and sba["num_images"] == 200
     for key in ("plain_acc", "mean_acc", "vote_acc", "virtual_acc"):
         assert 0.0 <= sba[key] <= 1.0
-    assert sba["plain_acc"] == pytest.approx(clean["top1"])  # raw rows of the augmented pass = the plain model
+    # the raw rows of the augmented pass are the plain model's prediction up to float32: after the layer
+    # they are rows of a (1 + M)x bigger matrix product, whose rounding an argmax feels only at a
+    # near-tie, so one of the 200 images may differ on another CPU
+    assert abs(sba["plain_acc"] - clean["top1"]) < 1.5 / sba["num_images"]

@@ -31,7 +31,10 @@ def test_resnet20_learns_far_above_chance(cifar_zip, tmp_path):
     assert rc == 0
     records = read_metrics(out)
     assert [r["step"] for r in records] == [80, 160]
-    assert records[-1]["val_acc"] > 0.30, records  # chance is 0.10
+    # chance is 0.10. Another CPU (or CUDA) rounds differently and 160 SGD steps amplify that into another
+    # trajectory, as another seed would: seeds 0-5 measured 0.336-0.400 (seed 0: 0.348 on AVX-512, 0.336
+    # with ATEN_CPU_CAPABILITY=default)
+    assert records[-1]["val_acc"] > 0.25, records
     assert records[-1]["train_loss"] < records[0]["train_loss"] + 0.5
 
 
@@ -54,8 +57,10 @@ def test_ba_run_directory_contract_and_eval(cifar_zip, tmp_path):
 
     cfg = load_config(out / "config.yaml")
     assert cfg.method["name"] == "ba" and cfg.method["m"] == 2 and cfg.train.max_steps == 30
-    # eval: clean + test-time views
-    assert main(["eval", str(out), "--views", "4", "--batch-size", "200"]) == 0
+    # eval: clean + test-time views, in the batches of 500 the trainer validated in (eval.batch_size): the
+    # same kernels on the same shapes, so the top-1 below is the logged val_acc exactly (other batch
+    # shapes may round a logit differently and flip a near-tie)
+    assert main(["eval", str(out), "--views", "4", "--batch-size", "500"]) == 0
     clean = json.loads((out / "eval" / "clean.json").read_text())
     assert 0 <= clean["top1"] <= clean["top5"] <= 1
     tt = clean["test_time_views"]
@@ -83,8 +88,10 @@ def _cli(*args: str) -> list[str]:
 
 
 def test_resume_after_kill_matches_uninterrupted_run(cifar_zip, tmp_path):
+    # on the CPU: bit-for-bit resumption needs run-to-run deterministic kernels, which CUDA's defaults
+    # (cuDNN's algorithm choice, atomics) do not promise; and a GPU could finish the run between two polls
     common = _args(cifar_zip, "method.name=ba", "method.m=2", "train.max_steps=24", "train.eval_every=6",
-                   "data.subset=640", "data.val_subset=300")
+                   "data.subset=640", "data.val_subset=300", "train.device=cpu")
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     full, killed = tmp_path / "full", tmp_path / "killed"
     subprocess.run(_cli("train", *common, "--out", str(full)), check=True, env=env, capture_output=True)
@@ -169,7 +176,8 @@ def test_bf16_autocast_and_channels_last_on_cpu(cifar_zip, tmp_path):
     out = tmp_path / "amp"
     assert main(["train", *_args(cifar_zip, "method.name=ba", "method.m=2", "train.amp=bf16",
                                   "train.channels_last=true", "train.max_steps=3", "train.eval_every=3",
-                                  "data.subset=256", "data.val_subset=100"), "--out", str(out)]) == 0
+                                  "data.subset=256", "data.val_subset=100", "train.device=cpu"),
+                 "--out", str(out)]) == 0
     (record,) = read_metrics(out)
     assert record["train_loss"] > 0 and 0 <= record["val_acc"] <= 1
 
