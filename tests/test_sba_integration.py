@@ -46,7 +46,7 @@ def test_sba_run_records_its_metrics_resumes_exactly_and_votes(cifar_zip, tmp_pa
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
         assert a["val_acc"] == pytest.approx(b["val_acc"], abs=1e-9)
 
-    assert main(["eval", str(full), "--sba-vote", "--batch-size", "100"]) == 0
+    assert main(["eval", str(full), "--sba-vote", "--batch-size", "100", "--split", "run"]) == 0
     sba = json.loads((full / "eval" / "sba.json").read_text())
     clean = json.loads((full / "eval" / "clean.json").read_text())
     assert sba["m"] == 4 and sba["layer"] == "features_out" and sba["num_images"] == 200

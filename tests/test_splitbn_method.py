@@ -222,7 +222,7 @@ def test_without_split_bn_both_views_share_one_batchnorm():
     out = method.loss(model.train(), batch)
     assert int(model[1].num_batches_tracked) == 1 and torch.isfinite(out.loss)
     assert method.predict(model.eval(), torch.zeros(2, 3, 32, 32, dtype=torch.uint8)).shape == (2, 10)
-    assert method.eval_modes() == {}
+    assert set(method.eval_modes()) == {"default"}  # one set of BatchNorms: no branches to choose
 
 
 def test_shared_affine_option_reaches_the_layers():
@@ -250,8 +250,10 @@ def test_predict_honours_eval_branch(trained, cifar):
         probs = 0.7 * main.softmax(-1) + 0.3 * aux.softmax(-1)
         torch.testing.assert_close(blend.exp(), probs, rtol=1e-4, atol=1e-6)
         modes = method.eval_modes()
-        assert set(modes) == {"splitbn_main", "splitbn_aux", "splitbn_blend"}
-        torch.testing.assert_close(modes["splitbn_aux"](model, images[:50]), aux)
+        assert set(modes) == {"default", "main", "aux", "alpha=0.25", "alpha=0.5", "alpha=0.75"}
+        torch.testing.assert_close(modes["aux"](model, images[:50]), aux)
+        torch.testing.assert_close(modes["default"](model, images[:50]), main)
+        torch.testing.assert_close(method.eval_mode("alpha=0.3")(model, images[:50]), blend)
 
 
 def test_blend_log_probs_endpoints():
@@ -259,6 +261,15 @@ def test_blend_log_probs_endpoints():
     torch.testing.assert_close(blend_log_probs(a, b, 0.0), a.log_softmax(-1))
     torch.testing.assert_close(blend_log_probs(a, b, 1.0), b.log_softmax(-1))
     torch.testing.assert_close(blend_log_probs(a, b, 0.5).exp().sum(-1), torch.ones(4))
+
+
+def _within_one_image(a: float, b: float, n: int) -> bool:
+    """Two accuracies (or agreements) over ``n`` images of predictions that are the same up to
+    float32: computed by other kernels (another batch shape, the folded BN transform), the logits
+    differ by ~1e-7 relative, which flips an argmax only where two classes are that close, so one
+    image may differ on another CPU; a wrong branch or blend changes many (the branches agree on
+    about half)."""
+    return abs(a - b) < 1.5 / n  # multiples of 1 / n (a float32 mean is a little off one)
 
 
 def test_evaluate_splitbn_on_real_images(trained, cifar):
@@ -269,11 +280,15 @@ def test_evaluate_splitbn_on_real_images(trained, cifar):
     model.train()
     result = evaluate_splitbn(model, method, images, targets, ["0", "0.5", "1"], batch_size=64)
     assert model.training  # mode restored
-    assert result["num_images"] == 100
+    n = result["num_images"]
+    assert n == 100
     assert list(result["alphas"]) == ["0", "0.5", "1"]
+    # α = 0 and 1 blend nothing: the argmax of the very same logits (log-softmax is monotone)
     assert result["alphas"]["0"] == result["main"] and result["alphas"]["1"] == result["aux"]
-    assert result["single_pass"]["0"] == result["main"] and result["single_pass"]["1"] == result["aux"]
-    assert result["single_pass_agreement"]["0"] == 1.0 and result["single_pass_affine_agreement"]["1"] == 1.0
+    assert _within_one_image(result["single_pass"]["0"], result["main"], n)
+    assert _within_one_image(result["single_pass"]["1"], result["aux"], n)
+    assert _within_one_image(result["single_pass_agreement"]["0"], 1.0, n)
+    assert _within_one_image(result["single_pass_affine_agreement"]["1"], 1.0, n)
     assert result["single_pass_max_prob_diff"]["0"] < 1e-5
     for key in ("alphas", "single_pass", "single_pass_affine", "single_pass_agreement"):
         assert all(0.0 <= v <= 1.0 for v in result[key].values())
@@ -281,7 +296,7 @@ def test_evaluate_splitbn_on_real_images(trained, cifar):
         model.eval()
         with torch.no_grad():
             aux_acc = float((model(method.normalize(images)).argmax(-1) == targets).float().mean())
-    assert result["aux"] == pytest.approx(aux_acc)
+    assert _within_one_image(result["aux"], aux_acc, n)  # batches of 64 (twice, split route) vs one of 100
     numeric = evaluate_splitbn(model, method, images[:10], targets[:10], [0.25])
     assert list(numeric["alphas"]) == ["0.25"]
     with pytest.raises(ConfigError, match="outside"):

@@ -61,10 +61,10 @@ def test_cutmix_ba_with_ema_clipping_and_step_lines_resumes_exactly(cifar_zip, t
     for k in sa:
         torch.testing.assert_close(sa[k], sb[k], rtol=1e-5, atol=1e-6)
 
-    assert main(["eval", str(killed), "--ema", "--checkpoint", "last", "--batch-size", "300"]) == 0
+    assert main(["eval", str(killed), "--ema", "--checkpoint", "last", "--batch-size", "300", "--split", "run"]) == 0
     ema = json.loads((killed / "eval" / "clean_ema.json").read_text())
     assert ema["weights"] == "ema" and ema["top1"] == pytest.approx(b[-1]["val_acc_ema"], abs=1e-6)
-    assert main(["eval", str(killed), "--checkpoint", "last", "--batch-size", "300"]) == 0
+    assert main(["eval", str(killed), "--checkpoint", "last", "--batch-size", "300", "--split", "run"]) == 0
     plain = json.loads((killed / "eval" / "clean.json").read_text())
     assert plain["weights"] == "model" and plain["top1"] == pytest.approx(b[-1]["val_acc"], abs=1e-6)
 
@@ -78,7 +78,7 @@ def test_compiled_run_evaluates_and_resumes(cifar_zip, tmp_path):
     assert main(["train", *args, "--out", str(out)]) == 0
     state = torch.load(out / "last.pt", weights_only=True)["model"]
     assert not any(k.startswith(("_orig_mod.", "module.")) for k in state)
-    assert main(["eval", str(out), "--batch-size", "100"]) == 0
+    assert main(["eval", str(out), "--batch-size", "100", "--split", "run"]) == 0
     clean = json.loads((out / "eval" / "clean.json").read_text())
     assert clean["top1"] == pytest.approx(max(r["val_acc"] for r in read_metrics(out)), abs=1e-6)
     with pytest.warns(UserWarning, match="schedule changes at step 4 .train.max_steps changed"):

@@ -57,10 +57,10 @@ def test_ba_run_directory_contract_and_eval(cifar_zip, tmp_path):
 
     cfg = load_config(out / "config.yaml")
     assert cfg.method["name"] == "ba" and cfg.method["m"] == 2 and cfg.train.max_steps == 30
-    # eval: clean + test-time views, in the batches of 500 the trainer validated in (eval.batch_size): the
-    # same kernels on the same shapes, so the top-1 below is the logged val_acc exactly (other batch
-    # shapes may round a logit differently and flip a near-tie)
-    assert main(["eval", str(out), "--views", "4", "--batch-size", "500"]) == 0
+    # eval: clean + test-time views on the run's own validation set (--split run), in the batches of 500
+    # the trainer validated in (eval.batch_size): the same kernels on the same shapes, so the top-1 below
+    # is the logged val_acc exactly (other batch shapes may round a logit differently and flip a near-tie)
+    assert main(["eval", str(out), "--views", "4", "--batch-size", "500", "--split", "run"]) == 0
     clean = json.loads((out / "eval" / "clean.json").read_text())
     assert 0 <= clean["top1"] <= clean["top5"] <= 1
     tt = clean["test_time_views"]
@@ -187,7 +187,7 @@ def test_splitbn_eval_alphas_writes_splitbn_json(cifar_zip, tmp_path):
     assert main(["train", *_args(cifar_zip, "method.name=splitbn", "method.weak=cutout", "method.strong=randaugment",
                                   "train.max_steps=4", "train.eval_every=4", "data.subset=256",
                                   "data.val_subset=100"), "--out", str(out)]) == 0
-    assert main(["eval", str(out), "--alphas", "0,0.5,1"]) == 0
+    assert main(["eval", str(out), "--alphas", "0,0.5,1", "--split", "run"]) == 0
     result = json.loads((out / "eval" / "splitbn.json").read_text())
     assert set(result["alphas"]) == {"0", "0.5", "1"}
     assert all(0.0 <= v <= 1.0 for v in result["alphas"].values())

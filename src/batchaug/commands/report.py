@@ -4,7 +4,9 @@
   batchaug report runs/ba                      (figures go to runs/ba/plots/)
 
 Writes plots/val_acc.png, val_loss.png, train_loss.png, grad_norm.png (curves of all runs against the
-optimizer step) and report.md (a table: validation accuracy, steps, images seen, images/s, wall time).
+optimizer step), the figures of what `batchaug eval` wrote in each run's eval/ (corruption errors, the
+split-BN alpha trade-off, Fourier heatmaps, low-pass curves, gradient norms against M) and report.md (a
+table: validation accuracy, steps, images seen, images/s, wall time, then the figures).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from batchaug.report.curves import format_table, plot_runs, runs_table
+    from batchaug.report.suites import plot_eval_results
 
     for r in args.runs:
         if not (r / "metrics.jsonl").is_file():
@@ -38,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--out DIR is required when reporting several runs")
     out = args.out or args.runs[0]
     written = plot_runs(args.runs, out / "plots", labels, x=args.x)
+    written += plot_eval_results(args.runs, out / "plots", labels)
     rows = runs_table(args.runs, labels)
     table = format_table(rows)
     (out / "report.md").write_text("# batchaug report\n\n" + table + "\n\n"

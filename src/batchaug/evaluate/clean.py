@@ -1,12 +1,15 @@
-"""Clean accuracy and test-time augmentation: averaging and majority vote over M augmented views."""
+"""Clean accuracy (the ``clean`` suite) and the helpers of test-time views: averaging and majority vote."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from batchaug.evaluate.suite import Model, Suite, default_result
 
 
 @torch.no_grad()
@@ -58,3 +61,34 @@ def evaluate_views(model: Callable[[Tensor], Tensor], augment: Callable[[Tensor,
     mean_correct, vote_correct, single_correct = correct.tolist()
     return {"views": m, "mean_acc": mean_correct / n, "vote_acc": vote_correct / n,
             "single_view_acc": single_correct / n, "num_images": n}
+
+
+class CleanSuite(Suite):
+    """Top-1/top-5 accuracy and mean cross-entropy on the evaluation images."""
+
+    name = "clean"
+
+    def start(self) -> Tensor:
+        return torch.zeros(4, dtype=torch.float64, device=self.ctx.device)  # loss, top-1, top-5, n
+
+    def update(self, accs: Mapping[str, Tensor], predict: Model, images: Tensor, targets: Tensor,
+               index: Tensor) -> None:
+        n = torch.tensor(targets.numel(), device=targets.device)
+        for mode, logits in predict(images).items():
+            top = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
+            accs[mode] += torch.stack([F.cross_entropy(logits, targets, reduction="sum"), (top[:, 0] == targets).sum(),
+                                       (top == targets[:, None]).any(-1).sum(), n]).double()
+
+    def top_level(self, results: Mapping[str, Mapping[str, dict[str, Any]]]) -> dict[str, Any]:
+        """clean.json's keys from before modes: the default mode's top1/top5/loss, and with the views
+        suite (``--views M``) its result as ``test_time_views``."""
+        first = default_result(results[self.name])
+        flat = {k: first[k] for k in ("top1", "top5", "loss", "num_images")}
+        if "views" in results:
+            flat["test_time_views"] = default_result(results["views"])
+        return flat
+
+    def result(self, acc: Tensor) -> dict[str, Any]:
+        loss, top1, top5, n = acc.tolist()
+        n = max(n, 1)
+        return {"top1": top1 / n, "top5": top5 / n, "loss": loss / n, "error": 1 - top1 / n, "num_images": int(n)}

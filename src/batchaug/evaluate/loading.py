@@ -10,11 +10,18 @@ from torch import nn
 
 from batchaug.config import RunConfig
 from batchaug.errors import ConfigError
+from batchaug.evaluate.suite import EvalData
 from batchaug.methods import Method, MethodContext, build_method
 from batchaug.nn.wrappers import clean_state_dict
 from batchaug.train.callbacks.ema import ema_weights
 from batchaug.train.checkpoint import load_checkpoint
-from batchaug.train.run import RunData, build_run_model, load_run_config, load_run_data, resolve_device
+from batchaug.train.run import (
+    RunData,
+    build_run_model,
+    load_run_config,
+    load_run_data,
+    resolve_device,
+)
 
 
 @dataclass
@@ -27,6 +34,7 @@ class TrainedRun:
     checkpoint: Path
     step: int
     ema: bool = False
+    run_dir: Path = Path(".")
 
 
 def load_trained(run_dir: str | Path, checkpoint: str = "best", device: str = "auto", *,
@@ -70,4 +78,28 @@ def load_trained(run_dir: str | Path, checkpoint: str = "best", device: str = "a
     model.load_state_dict(weights)
     model.to(dev).eval()
     method.load_state_dict(ckpt.get("method", {}))
-    return TrainedRun(cfg, model, method, data, dev, path, int(ckpt.get("step", 0)), ema)
+    return TrainedRun(cfg, model, method, data, dev, path, int(ckpt.get("step", 0)), ema, run_dir)
+
+
+def load_eval_data(run: TrainedRun, split: str | None = None, limit: int | None = None, seed: int = 0) -> EvalData:
+    """The images ``batchaug eval`` measures: ``split`` of the run's data, whole (default: the run's
+    ``eval.split``), or ``"run"`` (the validation set the run used, ``data.val_subset`` included); with
+    ``limit``, a class-balanced draw of that many of them (seeded by ``seed``), in split order.
+    Every image keeps its index in the split."""
+    from batchaug.data import load_split, stratified_indices
+
+    cfg = run.cfg
+    if split == "run":
+        images, targets = run.data.val_images, run.data.val_targets
+        name = f"{cfg.eval.split} (the run's validation set)"
+    else:
+        name = split or cfg.eval.split
+        d = cfg.data
+        loaded = load_split(d.root, name, kind=d.kind, image_size=d.image_size, cache=d.cache, download=d.download)
+        images, targets = loaded.images, loaded.targets
+    index = torch.arange(images.shape[0])
+    if limit is not None and limit < images.shape[0]:
+        index = stratified_indices(targets, limit, torch.Generator().manual_seed(seed))
+        images = images.index_select(0, index.to(images.device))
+        targets = targets.index_select(0, index.to(targets.device))
+    return EvalData(images, targets, index, name, limit)

@@ -3,15 +3,18 @@ M virtual predictions made at an eligible layer (``batchaug eval RUN --sba-vote`
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from batchaug.errors import ConfigError
 from batchaug.evaluate.clean import majority_vote
+from batchaug.evaluate.suite import EvalData, Suite, default_result
 from batchaug.methods.sba import StochasticBatchAugmentation
 
-__all__ = ["evaluate_sba"]
+__all__ = ["SBASuite", "evaluate_sba"]
 
 
 @torch.no_grad()
@@ -56,3 +59,25 @@ def evaluate_sba(model: nn.Module, method: StochasticBatchAugmentation, images: 
         "m": method.m, "gauss_copies": o.num_gauss, "dropout_copies": o.num_dropout, "sigma": o.sigma,
         "tau": o.clip, "dropout_p": o.dropout_p, "layer": layer, "seed": seed, "num_images": n,
     }
+
+
+class SBASuite(Suite):
+    """``eval/sba.json``: :func:`evaluate_sba` (plain / mean / vote / single-virtual accuracy and the
+    virtual-sample settings) for runs whose method makes virtual predictions. The same accuracies are
+    the ``plain``/``mean``/``vote`` modes of any other suite."""
+
+    name = "sba"
+    per_mode = False
+
+    def check(self) -> None:
+        if not isinstance(self.ctx.method, StochasticBatchAugmentation):
+            raise ConfigError(f"suite sba (--sba-vote) needs an SBA run; {self.ctx.run.cfg.method.name!r} makes no "
+                              "virtual predictions")
+
+    def top_level(self, results: Mapping[str, Mapping[str, dict[str, Any]]]) -> dict[str, Any]:
+        """The whole report at the top level too, as the file had it before suites had modes."""
+        return dict(default_result(results[self.name]))
+
+    def run(self, data: EvalData, modes: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return {"default": evaluate_sba(self.ctx.model, self.ctx.method, data.images, data.targets,
+                                        batch_size=self.ctx.batch_size, seed=self.ctx.seed)}

@@ -19,17 +19,19 @@ their class probabilities and the blended ones.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from batchaug.errors import ConfigError
+from batchaug.evaluate.suite import EvalData, Suite, default_result
 from batchaug.methods.splitbn import SplitBNMethod, blend_log_probs
 from batchaug.nn.split_bn import route, split_batchnorms
 
-__all__ = ["alpha_keys", "evaluate_splitbn"]
+__all__ = ["SplitBNSuite", "alpha_keys", "evaluate_splitbn"]
 
 
 def alpha_keys(alphas: Sequence[float | str]) -> list[tuple[str, float]]:
@@ -119,3 +121,39 @@ def evaluate_splitbn(model: nn.Module, method: SplitBNMethod, images: Tensor, ta
         "branch_agreement": float(branch_agree) / max(n, 1),
         "num_images": n,
     }
+
+
+@dataclass
+class SplitBNOptions:
+    alphas: list[str] = field(default_factory=lambda: ["0", "0.5", "1"])
+    """Blend weights α of the auxiliary BN's predictions (strings as given, the keys of the result)."""
+
+    def validate(self, prefix: str) -> None:
+        try:
+            alpha_keys(self.alphas)
+        except ConfigError as exc:
+            raise ConfigError(f"{prefix}.{exc}") from None
+
+
+class SplitBNSuite(Suite):
+    """``eval/splitbn.json``: :func:`evaluate_splitbn` (main, aux, α-blends, the single-pass blends and
+    their agreement) for runs with split BatchNorms. The same predictions are the ``main``/``aux``/
+    ``alpha=<a>``/``single_pass=<a>`` modes of any other suite."""
+
+    name = "splitbn"
+    Options = SplitBNOptions
+    per_mode = False
+
+    def check(self) -> None:
+        method = self.ctx.method
+        if not isinstance(method, SplitBNMethod) or not method.options.split_bn:
+            raise ConfigError(f"suite splitbn (--alphas) needs a split-BN run; method {self.ctx.run.cfg.method.name!r} "
+                              "has no split BatchNorms")
+
+    def top_level(self, results: Mapping[str, Mapping[str, dict[str, Any]]]) -> dict[str, Any]:
+        """The whole report at the top level too, as the file had it before suites had modes."""
+        return dict(default_result(results[self.name]))
+
+    def run(self, data: EvalData, modes: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return {"default": evaluate_splitbn(self.ctx.model, self.ctx.method, data.images, data.targets,
+                                            self.options.alphas, batch_size=self.ctx.batch_size)}

@@ -18,13 +18,20 @@ batch can be cut into micro-batches along the sample axis without the trainer kn
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from batchaug.errors import ConfigError
+
+#: An evaluation mode: ``(model, uint8 or [0, 1] float images) -> logits`` (or log-probabilities).
+Predictor = Callable[[nn.Module, Tensor], Tensor]
+#: Several modes at once: ``(model, images) -> {mode: logits}``.
+JointPredictor = Callable[[nn.Module, Tensor], dict[str, Tensor]]
 
 
 @dataclass(frozen=True)
@@ -172,9 +179,42 @@ class Method(abc.ABC):
         ``options.policy`` when the options have one, else ``standard``."""
         return getattr(self.options, "policy", "standard")
 
-    def eval_modes(self) -> Mapping[str, Any]:
-        """Extra named evaluation modes this method offers (e.g. split-BN branches). Default: none."""
+    # -- evaluation modes (batchaug eval --modes; every suite runs under each) ----------------------
+    def eval_modes(self) -> dict[str, Predictor]:
+        """The evaluation modes this method offers, by name: what ``batchaug eval --modes all`` runs.
+
+        A mode is a predictor ``(model, images) -> logits`` (uint8 images, or float in [0, 1]); every
+        method has ``default`` (= :meth:`predict`). Split BN adds its branches and blends, SBA its voting.
+        """
+        return {"default": self.predict}
+
+    def eval_mode_patterns(self) -> dict[str, str]:
+        """Parametric mode names :meth:`eval_mode` also accepts (pattern -> meaning), e.g. ``alpha=<a>``."""
         return {}
+
+    def eval_mode(self, name: str) -> Predictor:
+        """The predictor of mode ``name``: one of :meth:`eval_modes`, or a parametric name this method
+        parses (override :meth:`parse_eval_mode`); ConfigError listing the modes otherwise."""
+        modes = self.eval_modes()
+        if name in modes:
+            return modes[name]
+        predictor = self.parse_eval_mode(name)
+        if predictor is not None:
+            return predictor
+        offered = ", ".join([*modes, *self.eval_mode_patterns()])
+        raise ConfigError(f"--modes: {name!r} is not a mode of method {self.name!r}; its modes: {offered}")
+
+    def joint_predictor(self, names: Sequence[str]) -> JointPredictor:
+        """One callable ``(model, images) -> {mode: logits}`` for the modes ``names``. Default: each mode's
+        predictor in turn; a method whose modes share work (split BN's branches and blends come from one
+        pass, SBA's plain/mean/vote from one virtual pass) overrides it to do that work once."""
+        predictors = {name: self.eval_mode(name) for name in names}
+        return lambda model, images: {name: p(model, images) for name, p in predictors.items()}
+
+    def parse_eval_mode(self, name: str) -> Predictor | None:
+        """A predictor for a parametric mode name, or None when ``name`` is not one. Default: None."""
+        del name
+        return None
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

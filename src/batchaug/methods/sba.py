@@ -23,6 +23,7 @@ raw predictions).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -31,7 +32,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from batchaug.errors import ConfigError
-from batchaug.methods.base import LossOutput, Method, MethodBatch, MethodContext
+from batchaug.methods.base import (
+    JointPredictor,
+    LossOutput,
+    Method,
+    MethodBatch,
+    MethodContext,
+    Predictor,
+)
 from batchaug.methods.views import AugmentOptions, build_view_augmenter
 from batchaug.nn.latent import LatentAugmenter, split_virtual
 from batchaug.schema import option
@@ -306,6 +314,35 @@ class StochasticBatchAugmentation(Method):
             return model(x)
         raw, virtual = self.virtual_predictions(model, x)
         return aggregate_predictions(raw, virtual, self.options.inference)
+
+    def eval_modes(self) -> dict[str, Predictor]:
+        """``default`` (``options.inference``), ``plain`` (the raw prediction), and ``mean``/``vote``
+        over the raw and M virtual predictions at ``eval_layer``."""
+        return {"default": self.predict, "plain": lambda model, images: model(self.normalize(images)),
+                "mean": self._aggregate_mode("mean"), "vote": self._aggregate_mode("vote")}
+
+    def joint_predictor(self, names: Sequence[str]) -> JointPredictor:
+        """``plain``, ``mean``, ``vote`` (and ``default``) from one pass with the virtual copies: in eval mode
+        the raw rows of that pass are the plain prediction (up to float32 rounding of a larger batch)."""
+        names = list(names)
+        kinds = {name: (self.options.inference if name == "default" else name) for name in names}
+        if any(k not in ("plain", "mean", "vote") for k in kinds.values()):
+            return super().joint_predictor(names)
+        if all(k == "plain" for k in kinds.values()):
+            return lambda model, images: dict.fromkeys(names, model(self.normalize(images)))
+
+        def predict(model: nn.Module, images: Tensor) -> dict[str, Tensor]:
+            raw, virtual = self.virtual_predictions(model, self.normalize(images))
+            return {name: raw if k == "plain" else aggregate_predictions(raw, virtual, k) for name, k in kinds.items()}
+
+        return predict
+
+    def _aggregate_mode(self, how: str) -> Predictor:
+        def predictor(model: nn.Module, images: Tensor) -> Tensor:
+            raw, virtual = self.virtual_predictions(model, self.normalize(images))
+            return aggregate_predictions(raw, virtual, how)
+
+        return predictor
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from batchaug.schema import build, to_dict
 if TYPE_CHECKING:
     from batchaug.methods.base import Method, MethodContext
 
-# name -> "module:Class"
-METHODS: dict[str, str] = {
+#: name -> "module:Class" (imported on first use) or the class itself (registered at run time)
+METHODS: dict[str, Any] = {
     "baseline": "batchaug.methods.batch_augmentation:Baseline",
     "ba": "batchaug.methods.batch_augmentation:BatchAugmentation",
     "ra": "batchaug.methods.batch_augmentation:RegimeAdaptation",
@@ -37,6 +37,8 @@ def get_method_class(name: str) -> type[Method]:
     target = METHODS.get(name) if isinstance(name, str) else None
     if target is None:
         raise ConfigError(f"method.name: unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    if isinstance(target, type):
+        return target
     module_name, cls_name = target.split(":")
     try:
         module = importlib.import_module(module_name)

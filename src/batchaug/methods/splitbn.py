@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,10 +25,12 @@ from torch import Tensor, nn
 
 from batchaug.errors import ConfigError
 from batchaug.methods.base import (
+    JointPredictor,
     LossOutput,
     Method,
     MethodBatch,
     MethodContext,
+    Predictor,
     check_policy,
 )
 from batchaug.methods.views import build_view_augmenter
@@ -231,16 +233,81 @@ class SplitBNMethod(Method):
         main, aux = self.branch_logits(model, x)
         return blend_log_probs(main, aux, alpha)
 
-    def eval_modes(self) -> Mapping[str, Any]:
-        """``splitbn_main``/``splitbn_aux``/``splitbn_blend``: callables ``(model, uint8 images) -> logits``."""
+    #: the α blends ``--modes all`` runs (any α in [0, 1] can be asked for by name)
+    ALL_MODE_ALPHAS = (0.25, 0.5, 0.75)
+
+    def eval_modes(self) -> dict[str, Predictor]:
+        """``default`` (the ``eval_branch`` prediction), ``main``, ``aux`` and the blends
+        ``alpha=0.25/0.5/0.75`` (p = (1 - α)·p_main + α·p_aux); without split BNs only ``default``."""
+        modes: dict[str, Predictor] = {"default": self.predict}
+        if not self.options.split_bn:
+            return modes
+        modes["main"] = lambda model, images: self.predict_branch(model, images, "main")
+        modes["aux"] = lambda model, images: self.predict_branch(model, images, "aux")
+        for alpha in self.ALL_MODE_ALPHAS:
+            modes[f"alpha={alpha:g}"] = self._blend_mode(alpha)
+        return modes
+
+    def eval_mode_patterns(self) -> dict[str, str]:
         if not self.options.split_bn:
             return {}
-        alpha = self.options.eval_alpha
-        return {
-            "splitbn_main": lambda model, images: self.predict_branch(model, images, "main"),
-            "splitbn_aux": lambda model, images: self.predict_branch(model, images, "aux"),
-            "splitbn_blend": lambda model, images: self.predict_branch(model, images, "blend", alpha),
-        }
+        return {"alpha=<a>": "(1 - a)·p_main + a·p_aux, two branches in one pass",
+                "single_pass=<a>": "one pass with every BN's statistics and affine interpolated by a",
+                "single_pass_affine=<a>": "one pass with every BN's folded transform interpolated by a"}
+
+    def parse_eval_mode(self, name: str) -> Predictor | None:
+        kind, sep, value = name.partition("=")
+        if not sep or kind not in ("alpha", "single_pass", "single_pass_affine") or not self.options.split_bn:
+            return None
+        try:
+            alpha = float(value)
+        except ValueError:
+            raise ConfigError(f"--modes: {name!r}: {value!r} is not a number in [0, 1]") from None
+        if not 0.0 <= alpha <= 1.0:
+            raise ConfigError(f"--modes: {name!r}: the blend weight must be in [0, 1]")
+        if kind == "alpha":
+            return self._blend_mode(alpha)
+        route_kind = "blend" if kind == "single_pass" else "blend_affine"
+
+        def single_pass(model: nn.Module, images: Tensor) -> Tensor:
+            with route(model, (route_kind, alpha)):
+                return model(self.normalize(images))
+
+        return single_pass
+
+    def joint_predictor(self, names: Sequence[str]) -> JointPredictor:
+        """``main``, ``aux``, every ``alpha=<a>`` and ``default`` come from one pass over ``cat([x, x])``
+        (the two branches); the single-pass blends take a pass each."""
+        names = list(names)
+        if not self.options.split_bn:
+            return super().joint_predictor(names)
+        shared: dict[str, float | str] = {}
+        for name in names:
+            kind, sep, value = name.partition("=")
+            if name in ("main", "aux"):
+                shared[name] = name
+            elif name == "default":
+                o = self.options
+                shared[name] = o.eval_alpha if o.eval_branch == "blend" else o.eval_branch
+            elif kind == "alpha" and sep:
+                self.eval_mode(name)  # validates the weight
+                shared[name] = float(value)
+        rest = super().joint_predictor([n for n in names if n not in shared]) if len(shared) < len(names) else None
+
+        def predict(model: nn.Module, images: Tensor) -> dict[str, Tensor]:
+            out: dict[str, Tensor] = {}
+            if shared:
+                main, aux = self.branch_logits(model, self.normalize(images))
+                for name, how in shared.items():
+                    out[name] = main if how == "main" else aux if how == "aux" else blend_log_probs(main, aux, how)
+            if rest is not None:
+                out.update(rest(model, images))
+            return {name: out[name] for name in names}
+
+        return predict
+
+    def _blend_mode(self, alpha: float) -> Predictor:
+        return lambda model, images: self.predict_branch(model, images, "blend", alpha)
 
 
 def blend_log_probs(main_logits: Tensor, aux_logits: Tensor, alpha: float) -> Tensor:

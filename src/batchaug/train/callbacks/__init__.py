@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from batchaug.errors import ConfigError
 from batchaug.train.callbacks.base import Callback
@@ -26,9 +26,10 @@ if TYPE_CHECKING:
 
 __all__ = ["CALLBACKS", "Callback", "build_callbacks", "get_callback_class"]
 
-#: name -> "module:Class", in the order the trainer calls them (clipping before anything reads the
-#: gradients' effect, the average before the evaluation hooks of the loggers)
-CALLBACKS: dict[str, str] = {
+#: name -> "module:Class" (imported on first use) or the class itself (registered at run time), in
+#: the order the trainer calls them (clipping before anything reads the gradients' effect, the
+#: average before the evaluation hooks of the loggers)
+CALLBACKS: dict[str, Any] = {
     "clip_grad_norm": "batchaug.train.callbacks.clip:ClipGradNorm",
     "ema": "batchaug.train.callbacks.ema:EMA",
     "step_log": "batchaug.train.callbacks.step_log:StepLog",
@@ -43,6 +44,8 @@ def get_callback_class(name: str) -> type[Callback]:
     target = CALLBACKS.get(name)
     if target is None:
         raise ConfigError(f"train.callbacks: unknown callback {name!r}; registered: {', '.join(CALLBACKS)}")
+    if isinstance(target, type):
+        return target
     module_name, cls_name = target.split(":")
     return getattr(importlib.import_module(module_name), cls_name)
 
