@@ -31,7 +31,7 @@ from batchaug.config import DataConfig, EvalConfig, ModelConfig, OptimConfig, Tr
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 PAPER = REPO / "configs" / "paper"
-DOCS = [REPO / "docs" / "ba.md", REPO / "docs" / "configs.md"]
+DOCS = [REPO / "docs" / "ba.md", REPO / "docs" / "configs.md", REPO / "docs" / "darts.md"]
 
 # file -> (model, M, policy, data.kind), as each file's header documents it.
 BA_ROWS: dict[str, tuple[str, int, str | dict, str]] = {
