@@ -31,15 +31,16 @@ from batchaug.config import DataConfig, EvalConfig, ModelConfig, OptimConfig, Tr
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 PAPER = REPO / "configs" / "paper"
-DOCS = [REPO / "docs" / "ba.md", REPO / "docs" / "configs.md"]
+DOCS = [REPO / "docs" / "ba.md", REPO / "docs" / "configs.md", REPO / "docs" / "darts.md"]
 
 # file -> (model, M, policy, data.kind), as each file's header documents it.
-BA_ROWS: dict[str, tuple[str, int, str, str]] = {
+BA_ROWS: dict[str, tuple[str, int, str | dict, str]] = {
     "ba_cifar10_resnet44.yaml": ("resnet44", 40, "standard", "cifar10"),
     "ba_cifar10_resnet44_cutout.yaml": ("resnet44", 40, "cutout", "cifar10"),
     "ba_cifar10_vgg16_cutout.yaml": ("vgg16_bn", 4, "cutout", "cifar10"),
     "ba_cifar10_wrn28_10_cutout.yaml": ("wrn28_10", 4, "cutout", "cifar10"),
     "ba_cifar10_densenet100_12.yaml": ("densenet_bc_100_12", 4, "standard", "cifar10"),
+    "ba_cifar10_darts.yaml": ("darts_v2", 10, {"name": "cutout", "length": 16, "fill": [125, 123, 114]}, "cifar10"),
     "ba_cifar100_resnet44.yaml": ("resnet44", 40, "standard", "cifar100"),
     "ba_cifar100_resnet44_cutout.yaml": ("resnet44", 40, "cutout", "cifar100"),
     "ba_cifar100_vgg16_cutout.yaml": ("vgg16_bn", 4, "cutout", "cifar100"),

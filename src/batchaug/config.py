@@ -65,6 +65,12 @@ class ModelConfig:
     """Taken from the data when unset."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for the model builder."""
+    aux_weight: float = option(0.0, ge=0)
+    """Weight of the cross-entropy of the model's auxiliary heads in every method's objective, for models
+    that return auxiliary logits in training (``darts_v2`` with ``kwargs.auxiliary: true``; DARTS: 0.4)."""
+    drop_path: float | None = option(None, ge=0, lt=1)
+    """Drop-path probability reached at the end of training, rising linearly from 0 over the run's steps,
+    for models with a ``drop_path_prob`` attribute (``darts_v2``; DARTS: 0.2); unset: no drop-path."""
 
 
 @dataclass

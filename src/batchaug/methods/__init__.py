@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from batchaug.methods.base import LossOutput, Method, MethodBatch, MethodContext, Regime
+from batchaug.methods.base import LossOutput, Method, MethodBatch, MethodContext, Regime, SplitOutput
 from batchaug.methods.spec import (
     METHODS,
     MethodSpec,
@@ -28,6 +28,7 @@ __all__ = [
     "MethodContext",
     "MethodSpec",
     "Regime",
+    "SplitOutput",
     "build_method",
     "declared_options",
     "get_method_class",

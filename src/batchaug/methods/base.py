@@ -13,20 +13,30 @@ A method is a small object that says (a) how a batch of uint8 images becomes mod
 
 All tensors in a :class:`MethodBatch` are laid out sample-major (each sample's rows adjacent), so a
 batch can be cut into micro-batches along the sample axis without the trainer knowing what the rows are.
+
+A model may return, in training mode, its main logits together with named auxiliary logits
+(:class:`~batchaug.nn.outputs.ModelOutput`, e.g. the DARTS network's auxiliary head). Every method's
+objective includes them through one helper, :meth:`Method.split_auxiliary`: it splits the output and
+adds ``aux_weight · Σ_heads objective(aux logits)``, where ``objective`` is the method's own loss of one
+set of logits (so the auxiliary term follows the method: over all views for BA, over the raw rows for
+SBA, averaged over both halves for split BN). ``aux_weight`` is ``model.aux_weight`` of the run config
+(:attr:`MethodContext.aux_weight`).
 """
 
 from __future__ import annotations
 
 import abc
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from batchaug.errors import ConfigError
+from batchaug.nn.outputs import split_output
 
 #: An evaluation mode: ``(model, uint8 or [0, 1] float images) -> logits`` (or log-probabilities).
 Predictor = Callable[[nn.Module, Tensor], Tensor]
@@ -47,6 +57,8 @@ class MethodContext:
     channels_last: bool = False
     model_name: str | None = None
     """Registry name of the model (SBA's default eligible layers come from its spec)."""
+    aux_weight: float = 0.0
+    """Weight of the loss of the model's auxiliary heads, when it has any (``model.aux_weight``)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +108,17 @@ class MethodBatch:
             if hi == lo:
                 continue
             yield MethodBatch({k: t[lo * per[k]: hi * per[k]] for k, t in self.tensors.items()}, hi - lo, self.extras)
+
+
+class SplitOutput(NamedTuple):
+    """A model output split by :meth:`Method.split_auxiliary`."""
+
+    logits: Tensor
+    """The main logits."""
+    aux_loss: Tensor | float
+    """``aux_weight · Σ_heads objective(aux logits)``, to add to the method's loss; ``0.0`` without heads."""
+    metrics: dict[str, Tensor]
+    """``aux_head_loss`` (the unweighted sum over heads, detached) when the model has heads."""
 
 
 @dataclass
@@ -227,6 +250,37 @@ class Method(abc.ABC):
     # -- helpers -----------------------------------------------------------------------------
     def cross_entropy(self, logits: Tensor, targets: Tensor) -> Tensor:
         return F.cross_entropy(logits.float(), targets, label_smoothing=self.context.label_smoothing)
+
+    def split_auxiliary(self, output: Any, objective: Callable[[Tensor], Tensor]) -> SplitOutput:
+        """Split a training-mode model output into its main logits and the weighted auxiliary loss.
+
+        ``output`` is what the model returned (logits, or a :class:`~batchaug.nn.outputs.ModelOutput`
+        / torchvision-style tuple with auxiliary logits); ``objective`` maps one head's logits to a scalar
+        loss, the same the method applies to the main logits (it may select rows, average views...).
+        The auxiliary term is ``context.aux_weight · Σ_heads objective(aux)``; it is added even when the
+        weight is 0, so every head keeps a (zero) gradient and DDP sees all parameters used.
+
+        Warns once when the model returns heads but ``aux_weight`` is 0 (they are not trained), or when
+        ``aux_weight`` is set but the model returns none (the setting does nothing).
+        """
+        logits, aux = split_output(output)
+        weight = float(self.context.aux_weight)
+        if not aux:
+            if weight > 0:
+                self._warn_once("model.aux_weight is set but the model returns no auxiliary logits in training, "
+                                "so it has no effect (darts_v2: model.kwargs.auxiliary=true adds the head)")
+            return SplitOutput(logits, 0.0, {})
+        if weight == 0:
+            self._warn_once(f"the model returns auxiliary logits ({', '.join(aux)}) but model.aux_weight is 0: the "
+                            "auxiliary heads are not trained (DARTS uses 0.4)")
+        total = torch.stack([objective(head).float() for head in aux.values()]).sum()
+        return SplitOutput(logits, weight * total, {"aux_head_loss": total.detach()})
+
+    def _warn_once(self, message: str) -> None:
+        warned = self.__dict__.setdefault("_aux_warnings", set())
+        if message not in warned:
+            warned.add(message)
+            warnings.warn(message, stacklevel=3)
 
 
 def check_policy(policy: Any, key: str) -> None:

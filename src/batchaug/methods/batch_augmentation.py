@@ -12,6 +12,7 @@ All three are :class:`~batchaug.methods.views.ViewsMethod`: ``method.mix`` (MixU
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -85,21 +86,26 @@ class BatchAugmentation(ViewsMethod):
         self._step = step
         self._probe_pending = self.options.adapt_grad_norm and step % self.options.adapt_every == 0
 
-    def loss(self, model: nn.Module, batch: MethodBatch) -> LossOutput:
+    def objective(self, target: Tensor) -> Callable[[Tensor], Tensor]:
+        """The loss of one set of logits against ``target`` (labels or soft targets of the views): the
+        cross-entropy over the views, or of the per-sample mean logits with ``average_outputs``. The
+        main logits and every auxiliary head's go through it."""
         m = self.m
+        if not (self.options.average_outputs and m > 1):
+            return lambda logits: self.cross_entropy(logits, target)
+        per_target = target[::m] if target.dim() == 1 else target.view(-1, m, target.shape[-1]).mean(1)
+        return lambda logits: self.cross_entropy(logits.float().view(-1, m, logits.shape[-1]).mean(1), per_target)
+
+    def loss(self, model: nn.Module, batch: MethodBatch) -> LossOutput:
         x, y = batch["inputs"], batch["targets"]
         target = self.objective_targets(batch)
         if self._probe_pending:
             self._probe_pending = False
             self._update_grad_scale(model, x, target)
-        logits = model(x)
-        if self.options.average_outputs and m > 1:
-            per_sample = logits.float().view(-1, m, logits.shape[-1]).mean(1)
-            per_target = target[::m] if target.dim() == 1 else target.view(-1, m, target.shape[-1]).mean(1)
-            loss = self.cross_entropy(per_sample, per_target)
-        else:
-            loss = self.cross_entropy(logits, target)
-        metrics: dict[str, float | Tensor] = {}
+        objective = self.objective(target)
+        logits, aux_loss, aux_metrics = self.split_auxiliary(model(x), objective)
+        loss = objective(logits) + aux_loss
+        metrics: dict[str, float | Tensor] = dict(aux_metrics)
         if self.options.adapt_grad_norm:
             loss = loss * self._scale
             metrics["grad_scale"] = self._scale
@@ -115,15 +121,23 @@ class BatchAugmentation(ViewsMethod):
         """
         params = [p for p in model.parameters() if p.requires_grad]
         with frozen_bn_stats(model):
-            g_all = torch.autograd.grad(self.cross_entropy(model(x), y), params, allow_unused=True)
+            g_all = torch.autograd.grad(self._plain_loss(model, x, y), params, allow_unused=True)
             one = slice(None, None, self.m)
-            g_one = torch.autograd.grad(self.cross_entropy(model(x[one]), y[one]), params, allow_unused=True)
+            g_one = torch.autograd.grad(self._plain_loss(model, x[one], y[one]), params, allow_unused=True)
         norm_all = _global_norm(g_all)
         norm_one = _global_norm(g_one)
         if norm_all > 0 and math.isfinite(norm_one / norm_all):
             ratio = norm_one / norm_all
             mom = self.options.adapt_momentum if self._step > 0 else 0.0
             self._scale = mom * self._scale + (1 - mom) * ratio
+
+    def _plain_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """Cross-entropy over the views ``x``, auxiliary heads included: the objective the probe compares."""
+        def objective(logits: Tensor) -> Tensor:
+            return self.cross_entropy(logits, y)
+
+        logits, aux_loss, _ = self.split_auxiliary(model(x), objective)
+        return objective(logits) + aux_loss
 
     def state_dict(self) -> dict[str, Any]:
         return {"grad_scale": self._scale}

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from batchaug.nn.outputs import split_output
+
 
 def _channel_view(values: Sequence[float] | Tensor | None, like: Tensor, fill: float) -> Tensor:
     if values is None:
@@ -81,7 +83,7 @@ def pgd_attack(model: nn.Module, images: Tensor, targets: Tensor, *, eps: float,
     with torch.enable_grad():
         for _ in range(int(steps)):
             x_adv.requires_grad_(True)
-            loss = loss_fn(model(x_adv), targets)
+            loss = loss_fn(split_output(model(x_adv))[0], targets)  # the main logits of a model with heads
             (grad,) = torch.autograd.grad(loss, x_adv)
             with torch.no_grad():
                 x_adv = x_adv + step * grad.sign()

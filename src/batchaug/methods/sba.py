@@ -9,6 +9,9 @@ minimises (Eq. 11)::
 
     (1/B) Σ_i CE(y_i, Y_i)  +  η·λ(t)/(M·B) Σ_i Σ_j KL(Y_i ‖ Y_ij)
 
+plus, for a model with auxiliary heads, ``aux_weight ·`` their cross-entropy on the raw rows
+(:meth:`~batchaug.methods.base.Method.split_auxiliary`).
+
 where ``Y_i`` is the softmax prediction on raw sample ``i`` (the "distilled" soft label) and ``Y_ij``
 that on its ``j``-th virtual copy. A step with ``λ = 0`` is an ordinary step. Every choice the paper
 leaves open is listed, with the reason for the default, in ``docs/sba.md``.
@@ -42,6 +45,7 @@ from batchaug.methods.base import (
 )
 from batchaug.methods.views import AugmentOptions, build_view_augmenter
 from batchaug.nn.latent import LatentAugmenter, split_virtual
+from batchaug.nn.outputs import split_output
 from batchaug.schema import option
 
 __all__ = ["SBAOptions", "StochasticBatchAugmentation", "aggregate_predictions", "soft_label_kl"]
@@ -272,22 +276,32 @@ class StochasticBatchAugmentation(Method):
 
     def loss(self, model: nn.Module, batch: MethodBatch) -> LossOutput:
         x, y = batch["inputs"], batch["targets"]
+        b = x.shape[0]
+
+        def aux_objective(aux_logits: Tensor) -> Tensor:
+            # An auxiliary head before layer k saw the raw rows only; one after it (or at a layer before
+            # the head) sees [raw; virtual] rows: either way it is trained on the labels of the raw rows,
+            # which come first. The soft-label term is the main classifier's.
+            return self.cross_entropy(aux_logits[:b], y)
+
         if not self.augmented:
-            logits = model(x)
+            logits, aux_loss, metrics = self.split_auxiliary(model(x), aux_objective)
             ce = self.cross_entropy(logits, y)
-            return LossOutput(ce, logits, y, {"sba_augmented": 0.0, "sba_reg": 0.0, "sba_ce": ce.detach()})
+            metrics = {"sba_augmented": 0.0, "sba_reg": 0.0, "sba_ce": ce.detach(), **metrics}
+            return LossOutput(ce + aux_loss, logits, y, metrics)
         latent = self._require_latent()
         if self.layer is None:
             raise RuntimeError("begin_step(step, epoch) must be called before loss()")
         with latent.active(self.layer, self._noise_gen):
             out = model(x)
-        raw, virtual = split_virtual(out, x.shape[0], self.m)
+        logits, aux_loss, aux_metrics = self.split_auxiliary(out, aux_objective)
+        raw, virtual = split_virtual(logits, b, self.m)
         ce = self.cross_entropy(raw, y)
         kl = soft_label_kl(raw, virtual, detach_teacher=self.options.detach_teacher)
         reg = self.options.eta * kl
         metrics: dict[str, float | Tensor] = {"sba_augmented": 1.0, "sba_kl": kl.detach(), "sba_reg": reg.detach(),
-                                              "sba_ce": ce.detach()}
-        return LossOutput(ce + reg, raw, y, metrics)
+                                              "sba_ce": ce.detach(), **aux_metrics}
+        return LossOutput(ce + reg + aux_loss, raw, y, metrics)
 
     # -- evaluation ------------------------------------------------------------------------------
     def virtual_predictions(self, model: nn.Module, inputs: Tensor, *, layer: str | None = None,
@@ -301,7 +315,7 @@ class StochasticBatchAugmentation(Method):
             generator = torch.Generator(device=inputs.device).manual_seed(_stream_seed(self.seed, 1))
         with latent.active(layer or self.eval_layer, generator):
             out = model(inputs)
-        return split_virtual(out, inputs.shape[0], self.m)
+        return split_virtual(split_output(out)[0], inputs.shape[0], self.m)
 
     def predict(self, model: nn.Module, images: Tensor) -> Tensor:
         """Logits (``plain``) or log-probabilities (``mean``/``vote``) per ``options.inference``.

@@ -3,7 +3,8 @@ the auxiliary BN comes from AdvProp, Xie et al. 2020).
 
 Every sample is seen twice per step: a weakly augmented view goes through the *main* BatchNorms, a
 strongly augmented view (RandAugment, Gaussian noise, AugMix, or L∞ PGD noise) through the *auxiliary*
-ones, in one forward pass over ``cat([weak, strong])``; the loss is the mean of the two cross-entropies.
+ones, in one forward pass over ``cat([weak, strong])``; the loss is the mean of the two cross-entropies
+(plus, for a model with auxiliary classifier heads, ``aux_weight ·`` the same mean of theirs).
 Evaluation uses the main BNs by default; the auxiliary BNs and α-blends are available for the
 accuracy/robustness trade-off (``eval_branch``, :func:`batchaug.evaluate.splitbn.evaluate_splitbn`).
 
@@ -192,8 +193,14 @@ class SplitBNMethod(Method):
             strong = batch["strong"]
         x = torch.cat([weak, strong])
         with route(model, "split") if self.options.split_bn else contextlib.nullcontext():
-            logits = model(x)
+            out = model(x)
         b = weak.shape[0]
+
+        def head_objective(head_logits: Tensor) -> Tensor:
+            # an auxiliary classifier head sees both halves too: the same mean of the two branches' losses
+            return 0.5 * (self.cross_entropy(head_logits[:b], y) + self.cross_entropy(head_logits[b:], y))
+
+        logits, head_loss, head_metrics = self.split_auxiliary(out, head_objective)
         main, aux = logits[:b], logits[b:]
         loss_main = self.cross_entropy(main, y)
         loss_aux = self.cross_entropy(aux, y)
@@ -201,8 +208,9 @@ class SplitBNMethod(Method):
             "loss_main": loss_main.detach(),
             "loss_aux": loss_aux.detach(),
             "acc_aux": (aux.detach().argmax(-1) == y).float().mean(),
+            **head_metrics,
         }
-        return LossOutput(0.5 * (loss_main + loss_aux), main, y, metrics)
+        return LossOutput(0.5 * (loss_main + loss_aux) + head_loss, main, y, metrics)
 
     # ------------------------------------------------------------------------------ evaluation
     def branch_logits(self, model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -77,7 +77,8 @@ class ViewsMethod(Method):
     """``views_per_sample`` augmented views of every sample, a batch transform, cross-entropy over the views.
 
     Batch tensors: ``inputs`` (the views), ``targets`` (int64 label of each view) and, when a batch
-    transform mixes the views, ``soft_targets`` (``(N, K)`` probabilities the loss uses).
+    transform mixes the views, ``soft_targets`` (``(N, K)`` probabilities the loss uses). The auxiliary
+    heads of a model that has them are trained on the same targets (``Method.split_auxiliary``).
     """
 
     Options = ViewsOptions
@@ -120,5 +121,10 @@ class ViewsMethod(Method):
         return batch.tensors.get("soft_targets", batch["targets"])
 
     def loss(self, model: nn.Module, batch: MethodBatch) -> LossOutput:
-        logits = model(batch["inputs"])
-        return LossOutput(self.cross_entropy(logits, self.objective_targets(batch)), logits, batch["targets"])
+        target = self.objective_targets(batch)
+
+        def objective(logits: Tensor) -> Tensor:
+            return self.cross_entropy(logits, target)
+
+        logits, aux_loss, metrics = self.split_auxiliary(model(batch["inputs"]), objective)
+        return LossOutput(objective(logits) + aux_loss, logits, batch["targets"], metrics)

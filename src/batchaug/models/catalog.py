@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from batchaug.models.alexnet_cifar import alexnet_cifar
+from batchaug.models.darts import GENOTYPES, darts_builder
 from batchaug.models.densenet_cifar import densenet_bc_100_12
 from batchaug.models.external import torchvision_model_spec
 from batchaug.models.mobilenet_cifar import mobilenet_cifar
@@ -18,6 +19,12 @@ from batchaug.models.wide_resnet import wrn28_2, wrn28_10
 _HE = "He, Zhang, Ren & Sun, Deep Residual Learning for Image Recognition, CVPR 2016 (section 4.2, Table 6)"
 _WRN = "Zagoruyko & Komodakis, Wide Residual Networks, BMVC 2016"
 _TV = "parameter count: torchvision model documentation"
+
+_DARTS = ("Liu, Simonyan & Yang, DARTS: Differentiable Architecture Search, ICLR 2019; genotype and network: "
+          "github.com/quark0/darts cnn/genotypes.py, cnn/model.py")
+# parameter counts the DARTS sources publish, without the auxiliary head (the reference's count_parameters_in_MB
+# skips it): README of github.com/quark0/darts, "2.63% test error rate with 3.3M model params"
+_DARTS_PUBLISHED = {"darts_v2": 3_300_000}
 
 _CIFAR_RESNETS = ((resnet20, 20, 270_000), (resnet32, 32, 460_000), (resnet44, 44, 660_000),
                   (resnet56, 56, 850_000), (resnet110, 110, 1_700_000))
@@ -59,6 +66,16 @@ def _builtin_specs() -> list[ModelSpec]:
                   published_params=None, sba_layers=("features_out",),
                   citation="Howard et al., MobileNets: Efficient Convolutional Neural Networks for Mobile "
                   "Vision Applications, 2017"),
+    ]
+    # one model per genotype of the table: another genotype is another entry there, nothing here
+    specs += [
+        ModelSpec(name=name, builder=darts_builder(name), family="cifar", input_size=32,
+                  description=f"DARTS network, genotype {name.upper()} (36 channels, 20 cells; auxiliary=, "
+                  "channels=, layers= options)",
+                  published_params=_DARTS_PUBLISHED.get(name), sba_layers=("features_out",), citation=_DARTS)
+        for name in GENOTYPES
+    ]
+    specs += [
         torchvision_model_spec("resnet50", "resnet50", "torchvision ResNet-50 (ImageNet, random init)",
                                25_557_032, "He et al., CVPR 2016; " + _TV),
         torchvision_model_spec("alexnet", "alexnet", "torchvision AlexNet (ImageNet, 'one weird trick' widths)",

@@ -238,7 +238,7 @@ def prepare_run(cfg: RunConfig, out_dir: str | Path | None, *, resume: bool = Fa
     context = MethodContext(num_classes=cfg.model.num_classes or len(data.classes), image_size=data.image_size,
                             mean=data.mean, std=data.std, device=device,
                             label_smoothing=cfg.optim.label_smoothing, channels_last=t.channels_last,
-                            model_name=cfg.model.name)
+                            model_name=cfg.model.name, aux_weight=cfg.model.aux_weight)
     method = build_method(cfg.method, context)
     model = build_run_model(cfg, context.num_classes, int(data.val_images.shape[1]))
     model = wrap_model(cfg, method, model, device, distributed=distributed)
