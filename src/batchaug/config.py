@@ -251,6 +251,11 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if base is not None:  # ``base: other.yaml`` — shallow-per-section inheritance, relative to this file
         parent = load_yaml(p.parent / base)
         parent.pop("paper", None)  # the base's published row is the base's, not this file's
+        child, inherited = data.get("method"), parent.get("method")
+        if (isinstance(child, dict) and isinstance(inherited, dict) and "name" in child
+                and child["name"] != inherited.get("name", "baseline")):
+            # another method: keep the base's options it also declares, as method.name=X on the command line
+            parent["method"] = _keep_declared_options(inherited, child["name"])
         data = merge(parent, data)
     return data
 
