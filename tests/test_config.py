@@ -83,9 +83,11 @@ def test_a_base_with_another_method_keeps_only_the_options_the_child_method_decl
 
 # ------------------------------------------------------------------------------------------ the paper block
 
-ROW = {"paper": "sba", "table": "Table 1", "row": "ResNet44, CIFAR-10", "values": {"baseline": 6.92, "sba": 3.23, "m": 40},
+ROW = {"paper": "sba", "table": "Table 1", "row": "ResNet44, CIFAR-10",
+       "values": {"baseline": 6.92, "sba": 3.23, "m": 40},
        "runs": {"sba": [], "baseline": ["method={name: baseline, policy: standard}"]}, "regime": {"method.m": 40},
-       "source": [{"file": "sba_li_fulltext.txt", "line": 196, "quote": "ResNet44 6.92% 6.28% 4.56% (M = 40) 3.23% (M = 40)"}]}
+       "source": [{"file": "sba_li_fulltext.txt", "line": 196,
+                   "quote": "ResNet44 6.92% 6.28% 4.56% (M = 40) 3.23% (M = 40)"}]}
 
 
 def test_paper_block_is_kept_in_config_yaml_and_not_inherited(tmp_path):

@@ -33,7 +33,8 @@ TEXTS = Path(os.environ.get("BATCHAUG_PAPERS", REPO.parent / "shared" / "papers"
 # 97.64, M = 10) and "Word-level LSTM, PTB" (58.8 / 58.6 ppl, M = 10): their configs come with the models.
 EXPECTED_ROWS: dict[tuple[str, str], set[str]] = {
     ("ba", "Table 1"): {
-        "ResNet44, Cifar10", "ResNet44 + cutout, Cifar10", "VGG + cutout, Cifar10", "Wide-ResNet28-10 + cutout, Cifar10",
+        "ResNet44, Cifar10", "ResNet44 + cutout, Cifar10", "VGG + cutout, Cifar10",
+        "Wide-ResNet28-10 + cutout, Cifar10",
         "ResNet44 + cutout, Cifar100", "VGG + cutout, Cifar100", "Wide-ResNet28-10 + cutout, Cifar100",
         "DenseNet100-12, Cifar100", "AlexNet, ImageNet", "MobileNet, ImageNet", "ResNet50, ImageNet"},
     ("sba", "Table 1"): {

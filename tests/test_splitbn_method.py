@@ -126,8 +126,8 @@ def test_bad_options_name_the_key(options, match):
 def test_paper_configs_resolve(path):
     cfg = load_config(path)
     # Table 3's rows 1-2 are single-BN baselines on the split-BN regime
-    assert cfg.method["name"] == ("baseline" if path.stem in ("splitbn_ablation_baseline", "splitbn_ablation_randaugment")
-                                  else "splitbn")
+    baselines = ("splitbn_ablation_baseline", "splitbn_ablation_randaugment")
+    assert cfg.method["name"] == ("baseline" if path.stem in baselines else "splitbn")
     assert cfg.optim.schedule == "cosine"
 
 

@@ -2,7 +2,8 @@
 
 A config file has the sections ``data``, ``model``, ``method``, ``optim``, ``train``, ``eval``, a
 top-level ``seed`` and, for paper configs, a ``paper`` block (:class:`batchaug.papers.PaperRef`: the
-published row the file reproduces; kept in ``config.yaml``, read by no run). Every key is declared below with its type, default and (for numbers) its range
+published row the file reproduces; kept in ``config.yaml``, read by no run).
+Every key is declared below with its type, default and (for numbers) its range
 (:func:`batchaug.schema.option`); an unknown key, a value of the wrong type or outside its range raises
 :class:`~batchaug.errors.ConfigError` that names the dotted key and what is allowed. The ``method``
 section is declared by the ``Options`` dataclass of the method named in ``method.name`` and becomes a

@@ -132,9 +132,11 @@ def run(args: argparse.Namespace) -> int:
             what = f"{r['row']}: {_published(r)}" if not r["extra"] else _published(r)
             if r["unit"] and r["values"]:
                 what += f"  [{r['unit']}]"
-            print(f"{r['file']:<{widths['file']}}  {r['paper']:<{widths['paper']}}  {r['table'] or '':<{widths['table']}}"
-                  f"  {what}")
-            suite = f"  (then the {r['suite']} suite" + (f", mode {r['mode']})" if r["mode"] else ")") if r["suite"] else ""
+            print(f"{r['file']:<{widths['file']}}  {r['paper']:<{widths['paper']}}  "
+                  f"{r['table'] or '':<{widths['table']}}  {what}")
+            suite = ""
+            if r["suite"]:
+                suite = f"  (then the {r['suite']} suite" + (f", mode {r['mode']})" if r["mode"] else ")")
             print(f"    {r['command']}{suite}")
         files = len({r["file"] for r in rows})
         print(f"{files} configs, {sum(not r['extra'] for r in rows)} published rows and figures, "

@@ -244,7 +244,7 @@ class Trainer:
                 sums[i, 1] += (logits.argmax(-1) == targets).sum().double()
         stats = dist_utils.all_reduce_sum(sums.flatten()).view(-1, 2).tolist()
         out = {}
-        for suffix, (loss, correct) in zip(predictors, stats):
+        for suffix, (loss, correct) in zip(predictors, stats, strict=True):
             out[f"{prefix}_loss{suffix}"] = loss / max(n, 1)
             out[f"{prefix}_acc{suffix}"] = correct / max(n, 1)
         return out
