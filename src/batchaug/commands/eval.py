@@ -7,7 +7,8 @@
   batchaug eval RUN --ema                the weight average of a train.ema_decay run (eval/clean_ema.json, ...)
 
 The model is rebuilt from RUN/config.yaml and RUN/best.pt (or --checkpoint last / a path), and evaluated
-on the validation split the run used.
+on the run's eval.split split (drawn as the run drew it): its validation set, or with data.val_from_train
+its test set (test_acc in metrics.jsonl; best.pt was chosen on the held-out training images).
 """
 
 from __future__ import annotations
