@@ -41,7 +41,7 @@ from typing import Any
 from batchaug.errors import ConfigError
 from batchaug.schema import option
 
-__all__ = ["PAPERS", "Paper", "PaperRef", "PaperRow", "PaperSource", "numbers_in", "rows_of", "verify_sources"]
+__all__ = ["PAPERS", "Paper", "PaperRef", "PaperRow", "PaperSource", "numbers_in", "verify_sources"]
 
 
 @dataclass(frozen=True)
@@ -198,11 +198,6 @@ def _check_row(row: PaperRow | PaperRef, prefix: str, *, extra: bool) -> None:
             raise ConfigError(f"{prefix}.runs.{name}: not a column of values ({', '.join(row.values) or 'none'})")
         if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
             raise ConfigError(f"{prefix}.runs.{name}: expected a list of key=value overrides, got {overrides!r}")
-
-
-def rows_of(ref: PaperRef | None) -> list[PaperRow]:
-    """:meth:`PaperRef.rows`, or no rows for a config without a block."""
-    return [] if ref is None else ref.rows()
 
 
 def verify_sources(refs: Iterable[PaperRef], papers_dir: str | Path) -> list[str]:
