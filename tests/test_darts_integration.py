@@ -37,7 +37,7 @@ def test_reduced_darts_learns_with_batch_augmentation(cifar_zip: Path, tmp_path:
     assert all(r["aux_head_loss"] > 0 for r in records)  # the head's loss is in the objective and logged
     assert records[-1]["aux_head_loss"] < records[0]["aux_head_loss"]
     # the run evaluates like any other: eval mode returns plain logits
-    assert main(["eval", str(out)]) == 0
+    assert main(["eval", str(out), "--split", "run"]) == 0  # the run's own validation set, as logged
     clean = json.loads((out / "eval" / "clean.json").read_text())
     assert abs(clean["top1"] - max(r["val_acc"] for r in records)) < 1e-6
 

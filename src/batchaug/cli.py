@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("batchaug.commands.eval", "evaluate a run directory; writes RUN/eval/*.json"),
     "report": ("batchaug.commands.report", "draw figures and tables from run directories"),
     "models": ("batchaug.commands.models", "list the model zoo with parameter counts"),
+    "configs": ("batchaug.commands.configs", "list the paper configs: published rows, numbers and commands"),
     "data": ("batchaug.commands.data", "inspect and cache datasets"),
     "bench": ("batchaug.commands.bench", "throughput and memory benchmarks"),
     "demo": ("batchaug.commands.demo", "the main job: baseline vs Batch Augmentation on CIFAR-10"),

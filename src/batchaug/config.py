@@ -1,7 +1,9 @@
 """Typed run configuration: YAML sections + dotted ``key=value`` overrides, validated strictly.
 
-A config file has the sections ``data``, ``model``, ``method``, ``optim``, ``train``, ``eval`` and a
-top-level ``seed``. Every key is declared below with its type, default and (for numbers) its range
+A config file has the sections ``data``, ``model``, ``method``, ``optim``, ``train``, ``eval``, a
+top-level ``seed`` and, for paper configs, a ``paper`` block (:class:`batchaug.papers.PaperRef`: the
+published row the file reproduces; kept in ``config.yaml``, read by no run).
+Every key is declared below with its type, default and (for numbers) its range
 (:func:`batchaug.schema.option`); an unknown key, a value of the wrong type or outside its range raises
 :class:`~batchaug.errors.ConfigError` that names the dotted key and what is allowed. The ``method``
 section is declared by the ``Options`` dataclass of the method named in ``method.name`` and becomes a
@@ -22,6 +24,7 @@ import yaml
 
 from batchaug.errors import ConfigError
 from batchaug.methods.spec import MethodSpec, declared_options
+from batchaug.papers import PaperRef
 from batchaug.schema import build, option, to_dict
 
 build_dataclass = build  # the name this module exported before the schema had its own module
@@ -41,7 +44,12 @@ class DataConfig:
     subset: int | None = option(None, ge=1)
     """Number of training images used (class-balanced, drawn with the run's seed); all when unset."""
     val_subset: int | None = option(None, ge=1)
-    """Number of validation images used; all when unset."""
+    """Number of images of the ``eval.split`` split used (drawn with the run's seed); all when unset."""
+    val_from_train: int | None = option(None, ge=1)
+    """Hold out this many training images (class-balanced, drawn with the run's seed) as the validation
+    set that selects ``best.pt``; they are removed from the training split, and the ``eval.split`` split
+    is evaluated beside it as the test set (``test_acc`` in ``metrics.jsonl``). Unset: the ``eval.split``
+    split is the validation set."""
     image_size: int | None = option(None, ge=1)
     """Resize + center-crop every image to this size at load time; native size when unset."""
     in_memory: bool = True
@@ -149,7 +157,8 @@ class EvalConfig:
 
     batch_size: int = option(500, ge=1)
     split: str = "test"
-    """Which split serves as the validation set."""
+    """The test split: the validation set during training, unless ``data.val_from_train`` holds a
+    validation set out of the training images (then this split is evaluated beside it as the test set)."""
 
 
 @dataclass
@@ -163,6 +172,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = option(0, ge=0, lt=2**32)
+    paper: PaperRef | None = None
+    """The published row this config reproduces (``configs/paper/``); changes nothing in a run."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, as written to ``config.yaml``."""
@@ -246,6 +257,12 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     base = data.pop("base", None)
     if base is not None:  # ``base: other.yaml`` — shallow-per-section inheritance, relative to this file
         parent = load_yaml(p.parent / base)
+        parent.pop("paper", None)  # the base's published row is the base's, not this file's
+        child, inherited = data.get("method"), parent.get("method")
+        if (isinstance(child, dict) and isinstance(inherited, dict) and "name" in child
+                and child["name"] != inherited.get("name", "baseline")):
+            # another method: keep the base's options it also declares, as method.name=X on the command line
+            parent["method"] = _keep_declared_options(inherited, child["name"])
         data = merge(parent, data)
     return data
 

@@ -12,7 +12,8 @@
 Each suite writes eval/<suite>.json: {"suite", "limit", "split", "seed", "options", "modes": {mode: result}}
 (docs/evaluate.md). The model is rebuilt from RUN/config.yaml and RUN/best.pt (or --checkpoint last / a
 path). --split is a split of the run's data (default: its eval.split, whole) or "run" (the validation set
-the run used, data.val_subset included, so numbers match metrics.jsonl); --limit N takes a class-balanced
+the run used, data.val_subset included, so numbers match metrics.jsonl: its val_*, or with
+data.val_from_train its test_*, since best.pt was chosen on held-out training images); --limit N takes a class-balanced
 draw of N images of it (seeded by --seed; an image's result never depends on the draw or the batch).
 Every suite option can be set as --option SUITE.KEY=VALUE; some have their own flags (below).
 """

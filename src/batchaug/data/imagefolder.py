@@ -22,7 +22,7 @@ option, never a silent loss of colour.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -221,18 +221,19 @@ class ImageFolderSource(Dataset[tuple[torch.Tensor, int]]):
         return self.tree.fingerprint(self.files)
 
     # -- whole-split operations, decoded by a thread pool -----------------------------------------
-    def load(self, num_workers: int | None = None) -> TensorSplit:
-        """Decode every image into one uint8 (N, C, H, W) tensor.
+    def load(self, num_workers: int | None = None, indices: Sequence[int] | None = None) -> TensorSplit:
+        """Decode every image (or the images at ``indices``, in that order) into one uint8 (N, C, H, W) tensor.
 
         Raises:
             DataError: an image cannot be decoded (names the first such file, in index order), or,
                 without ``image_size``, the images differ in size.
         """
-        out = torch.empty((len(self), *self.shape), dtype=torch.uint8)
+        order = list(range(len(self))) if indices is None else [int(i) for i in indices]
+        out = torch.empty((len(order), *self.shape), dtype=torch.uint8)
 
         def fill(lo: int, hi: int) -> None:
             images = []
-            for i in range(lo, hi):
+            for i in order[lo:hi]:
                 img = self.decode(i)
                 if img.shape != out.shape[1:]:
                     raise DataError(
@@ -243,9 +244,9 @@ class ImageFolderSource(Dataset[tuple[torch.Tensor, int]]):
             # One stack per chunk: ~7x cheaper than assigning out[i] image by image.
             torch.stack(images, out=out[lo:hi])
 
-        for _ in _run_chunks(fill, len(self), num_workers):
+        for _ in _run_chunks(fill, len(order), num_workers):
             pass
-        return TensorSplit(out, self.targets.clone(), list(self.classes))
+        return TensorSplit(out, self.targets[torch.tensor(order, dtype=torch.int64)], list(self.classes))
 
     def verify(self, num_workers: int | None = None) -> int:
         """Decode every image without keeping it; returns the count, raises on the first bad one."""

@@ -88,6 +88,24 @@ class TensorSplit:
         index = index.to(self.images.device)
         return TensorSplit(self.images[index], self.targets[index], list(self.classes))
 
+    def hold_out(self, n: int, generator: torch.Generator | None = None) -> tuple[TensorSplit, TensorSplit]:
+        """Split into ``(held, rest)``: ``n`` images drawn class-balanced as :meth:`subset` draws them,
+        and every other image; both keep their original order, and together they are the split.
+
+        Raises:
+            ConfigError: ``n`` is not in ``1..len(self) - 1`` (something must be left to train on).
+        """
+        total = len(self)
+        if not 0 < n < total:
+            raise ConfigError(f"hold out {n} images: must be between 1 and {total - 1} (the split has {total})")
+        held = stratified_indices(self.targets.cpu(), n, generator, num_classes=self.num_classes)
+        keep = torch.ones(total, dtype=torch.bool)
+        keep[held] = False
+        rest = keep.nonzero().flatten()
+        held, rest = held.to(self.images.device), rest.to(self.images.device)
+        return (TensorSplit(self.images[held], self.targets[held], list(self.classes)),
+                TensorSplit(self.images[rest], self.targets[rest], list(self.classes)))
+
 
 def class_quotas(counts: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """How many of ``n`` samples each class gets so the draw is as balanced as the counts allow.

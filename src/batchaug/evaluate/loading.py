@@ -42,9 +42,10 @@ def load_trained(run_dir: str | Path, checkpoint: str = "best", device: str = "a
     """Model (eval mode, on ``device``), method and validation data of a finished or running run.
 
     ``checkpoint`` is ``best``, ``last`` or a path; ``ema`` loads the exponential moving average of
-    the weights the run kept (``train.ema_decay``) instead of the weights themselves. The validation
-    split is the one the run used (``eval.split``, ``data.val_subset`` drawn with the run's seed), so
-    numbers match ``metrics.jsonl``. Runs trained compiled or under DDP load the same way.
+    the weights the run kept (``train.ema_decay``) instead of the weights themselves. The data is the
+    run's ``eval.split`` split (``data.val_subset`` drawn with the run's seed), so numbers match
+    ``metrics.jsonl``: its ``val_*``, or with ``data.val_from_train`` its ``test_*`` (the held-out
+    validation images are not loaded). Runs trained compiled or under DDP load the same way.
     """
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)

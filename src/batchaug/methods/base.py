@@ -9,7 +9,8 @@ A method is a small object that says (a) how a batch of uint8 images becomes mod
     for chunk in batch.chunks(n):           micro-batching; n == 1 unless B*views does not fit
         out = method.loss(model, chunk)     forward pass + objective for this chunk
         (out.loss * chunk.num_samples / batch.num_samples).backward()
-    method.predict(model, images)           evaluation logits for uint8 images
+    method.predict(model, images)           evaluation logits for uint8 images (``val_acc``)
+    method.extra_val_predictions()          further named predictors validated beside it (``val_acc_<name>``)
 
 All tensors in a :class:`MethodBatch` are laid out sample-major (each sample's rows adjacent), so a
 batch can be cut into micro-batches along the sample axis without the trainer knowing what the rows are.
@@ -238,6 +239,15 @@ class Method(abc.ABC):
         """A predictor for a parametric mode name, or None when ``name`` is not one. Default: None."""
         del name
         return None
+
+    def extra_val_predictions(self) -> Mapping[str, Callable[[nn.Module, Tensor], Tensor]]:
+        """Predictions the trainer validates beside :meth:`predict` at every evaluation, by name:
+        ``callable(model, uint8 images) -> logits``; each adds ``val_acc_<name>`` and ``val_loss_<name>``
+        (and ``test_*_<name>``) to the evaluation lines, never used to select ``best.pt``. Default: none.
+
+        For a method whose ``predict`` is not the plain model (SBA's majority vote), this keeps the plain
+        accuracy beside the reported one. Each costs a pass over the validation set: keep it short."""
+        return {}
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 import warnings
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 
 from batchaug.config import RunConfig, dump_config, load_yaml, resolve_config
@@ -41,7 +43,12 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class RunData:
-    """The run's splits as uint8 tensors plus what the method needs to know about them."""
+    """The run's splits as uint8 tensors plus what the method needs to know about them.
+
+    ``val_*`` is the validation set that selects ``best.pt``: the ``eval.split`` split, or with
+    ``data.val_from_train`` the held-out training images, in which case ``test_*`` is the ``eval.split``
+    split (evaluated beside it, never used for selection); otherwise ``test_*`` is None.
+    """
 
     train_images: Any  # uint8 tensor (N, C, H, W), or a Dataset of (uint8 (C, H, W), target) when streaming
     train_targets: torch.Tensor | None
@@ -51,31 +58,48 @@ class RunData:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     kind: str
+    test_images: torch.Tensor | None = None
+    test_targets: torch.Tensor | None = None
 
     @property
     def image_size(self) -> tuple[int, int]:
         return int(self.val_images.shape[-2]), int(self.val_images.shape[-1])
 
 
+# generator seeds of the draws, offset from the run's seed so that each draw is its own
+_VAL_SUBSET_SEED, _HOLD_OUT_SEED = 7, 11
+
+
 def load_run_data(cfg: RunConfig, device: torch.device, *, train: bool = True) -> RunData:
-    """Load the configured train and validation splits (subsets drawn with the run's seed)."""
+    """Load the configured train and validation splits (subsets drawn with the run's seed).
+
+    With ``train=False`` (evaluating a finished run) only the ``eval.split`` split is loaded, as the
+    validation set, whatever ``data.val_from_train`` says: what a trained model is evaluated on.
+    """
     from batchaug.data import load_split, resolve_source, stats_for
 
     d = cfg.data
     kwargs: dict[str, Any] = {"kind": d.kind, "image_size": d.image_size, "cache": d.cache, "download": d.download}
-    val = load_split(d.root, cfg.eval.split, **kwargs)
-    if d.val_subset is not None and d.val_subset < len(val):
-        val = val.subset(d.val_subset, generator=torch.Generator().manual_seed(cfg.seed + 7))
+    test = load_split(d.root, cfg.eval.split, **kwargs)
+    if d.val_subset is not None and d.val_subset < len(test):
+        test = test.subset(d.val_subset, generator=torch.Generator().manual_seed(cfg.seed + _VAL_SUBSET_SEED))
+    held = None  # the validation set held out of the training split (data.val_from_train)
     stream = None
     if train and not d.in_memory and _streamable(d):
-        stream = _streaming_train_set(cfg)
-        tr = val
+        stream, held = _streaming_train_set(cfg)
+        tr = test
     elif train:
         tr = load_split(d.root, "train", **kwargs)
+        if d.val_from_train is not None:
+            if d.val_from_train >= len(tr):
+                raise ConfigError(f"data.val_from_train: {d.val_from_train} held-out images leave nothing of the "
+                                  f"{len(tr)} training images to train on")
+            held, tr = tr.hold_out(d.val_from_train, generator=torch.Generator().manual_seed(cfg.seed
+                                                                                             + _HOLD_OUT_SEED))
         if d.subset is not None and d.subset < len(tr):
             tr = tr.subset(d.subset, generator=torch.Generator().manual_seed(cfg.seed))
     else:
-        tr = val
+        tr = test
     kind = d.kind if d.kind != "auto" else resolve_source(d.root, "auto")[0]
     known = stats_for(kind)
     if known is not None:
@@ -89,10 +113,15 @@ def load_run_data(cfg: RunConfig, device: torch.device, *, train: bool = True) -
         mean = tuple(sample.mean(dim=(0, 2, 3)).tolist())
         std = tuple(sample.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
     where = device if d.in_memory else torch.device("cpu")
+    val, test_set = (test, None) if held is None else (held, test)
+    extra: dict[str, Any] = {}
+    if test_set is not None:
+        extra = {"test_images": test_set.images.to(where), "test_targets": test_set.targets.to(where)}
     if stream is not None:
-        return RunData(stream, None, val.images, val.targets, list(stream.classes), tuple(mean), tuple(std), kind)
+        return RunData(stream, None, val.images.to(where), val.targets.to(where), list(stream.classes), tuple(mean),
+                       tuple(std), kind, **extra)
     return RunData(tr.images.to(where), tr.targets.to(where), val.images.to(where), val.targets.to(where),
-                   list(tr.classes), tuple(mean), tuple(std), kind)
+                   list(tr.classes), tuple(mean), tuple(std), kind, **extra)
 
 
 def _streamable(d) -> bool:
@@ -103,8 +132,9 @@ def _streamable(d) -> bool:
 
 
 def _streaming_train_set(cfg: RunConfig):
-    """The training split as a lazily decoding Dataset (``data.in_memory: false``), subset if asked."""
-    from batchaug.data import DEFAULT_NAMES, ImageFolderSource, resolve_data_path
+    """The training split as a lazily decoding Dataset (``data.in_memory: false``), subset if asked, and
+    the held-out validation images of ``data.val_from_train`` decoded into memory (None when unset)."""
+    from batchaug.data import DEFAULT_NAMES, ImageFolderSource, resolve_data_path, stratified_indices
 
     d = cfg.data
     if d.image_size is None:
@@ -113,16 +143,30 @@ def _streaming_train_set(cfg: RunConfig):
         raise ConfigError("data.root: streaming an image folder needs its path")
     root = resolve_data_path(d.root, DEFAULT_NAMES["imagenet"] if d.kind == "imagenet" else ())
     source = ImageFolderSource(root, "train", image_size=d.image_size)
-    if d.subset is not None and d.subset < len(source):
-        from batchaug.data import stratified_indices
-
+    targets = torch.as_tensor(source.targets)
+    keep = torch.arange(len(source))
+    held = None
+    if d.val_from_train is not None:
+        if d.val_from_train >= len(source):
+            raise ConfigError(f"data.val_from_train: {d.val_from_train} held-out images leave nothing of the "
+                              f"{len(source)} training images to train on")
+        # the same class-balanced draw as TensorSplit.hold_out, decoded once into a uint8 tensor
+        held_idx = stratified_indices(targets, d.val_from_train,
+                                      torch.Generator().manual_seed(cfg.seed + _HOLD_OUT_SEED),
+                                      num_classes=len(source.classes))
+        held = source.load(num_workers=d.num_workers or None, indices=held_idx.tolist())
+        mask = torch.ones(len(source), dtype=torch.bool)
+        mask[held_idx] = False
+        keep = mask.nonzero().flatten()
+    if d.subset is not None and d.subset < len(keep):
         # class-balanced like TensorSplit.subset, so streaming and in-memory subsets agree in kind
-        idx = stratified_indices(torch.as_tensor(source.targets), d.subset, torch.Generator().manual_seed(cfg.seed),
-                                 num_classes=len(source.classes))
-        subset = torch.utils.data.Subset(source, idx.tolist())
-        subset.classes = source.classes  # type: ignore[attr-defined]
-        return subset
-    return source
+        keep = keep[stratified_indices(targets[keep], d.subset, torch.Generator().manual_seed(cfg.seed),
+                                       num_classes=len(source.classes))]
+    if len(keep) == len(source):
+        return source, held
+    subset = torch.utils.data.Subset(source, keep.tolist())
+    subset.classes = source.classes  # type: ignore[attr-defined]
+    return subset, held
 
 
 def build_run_model(cfg: RunConfig, num_classes: int, in_channels: int) -> nn.Module:
@@ -254,7 +298,8 @@ def prepare_run(cfg: RunConfig, out_dir: str | Path | None, *, resume: bool = Fa
                                         "data_stats": {"mean": list(data.mean), "std": list(data.std),
                                                        "classes": list(data.classes), "kind": data.kind}},
                       callbacks=build_callbacks(cfg, out_dir),
-                      num_workers=0 if cfg.data.in_memory else cfg.data.num_workers)
+                      num_workers=0 if cfg.data.in_memory else cfg.data.num_workers,
+                      test_images=data.test_images, test_targets=data.test_targets)
     if resume:
         ckpt = trainer.load_state(Path(out_dir) / "last.pt")
         _warn_if_schedule_changed(ckpt.get("config"), cfg, plan, trainer.state.step, len(data.train_images))
@@ -357,8 +402,10 @@ def describe_run(run: PreparedRun) -> str:
         f"{plan.steps_per_epoch} steps (regime: {plan.epochs:g} epochs), evaluation every {plan.eval_every} steps",
         f"data     {data.kind}: {n_train} training images"
         + (" (streamed)" if not isinstance(data.train_images, torch.Tensor) else "")
-        + f", {data.val_images.shape[0]} validation images ({cfg.eval.split}), "
-        + "x".join(str(d) for d in data.val_images.shape[1:]),
+        + f", {data.val_images.shape[0]} validation images "
+        + (f"(held out of train; {data.test_images.shape[0]} test images ({cfg.eval.split}) evaluated beside)"
+           if data.test_images is not None else f"({cfg.eval.split})")
+        + ", " + "x".join(str(d) for d in data.val_images.shape[1:]),
     ]
     return "\n".join(lines)
 
@@ -371,21 +418,48 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     return resolve_config(load_yaml(path))
 
 
+_ACC_KEY = re.compile(r"^(val|test)_acc(_\w+)?$")
+
+
 def summarize(run_dir: str | Path) -> dict[str, Any]:
-    """Final and best validation accuracy, the paper-style median of the last 5 epochs, throughput."""
+    """What a run measured, from its ``metrics.jsonl``: for every accuracy key of the evaluation lines
+    (``val_acc``, a method's ``val_acc_<name>``, ``test_acc``...) the final value (``final_<key>``) and
+    the paper-style median over the evaluations of the last 5 epochs (``median_last5_<key>``); the best
+    ``val_acc``; throughput.
+
+    ``test_*`` always means the ``eval.split`` split: when it was also the validation set (no
+    ``data.val_from_train``), the ``val`` figures are copied under ``test`` names, and ``selected_on``
+    says that ``best.pt`` (``best_val_acc``) was chosen on it. With a held-out validation set,
+    ``test_acc_at_best_val`` is the test accuracy of the evaluation that ``best.pt`` saved.
+    """
     records = read_metrics(run_dir)
     if not records:
         return {}
     last = records[-1]
-    accs = [r["val_acc"] for r in records if r.get("val_acc") is not None]
-    # "median of the last 5 epochs" (SBA paper): the evaluation lines of the last 5 epochs of the run
     final_epoch = last["epoch"]
-    tail = [r["val_acc"] for r in records if r.get("val_acc") is not None and r["epoch"] > final_epoch - 5]
-    speeds = [r["views_per_s"] for r in records if r.get("views_per_s")]
-    return {
+    keys = sorted({k for r in records for k in r if _ACC_KEY.match(k)}, key=lambda k: (not k.startswith("val"), k))
+    accs = [r["val_acc"] for r in records if r.get("val_acc") is not None]
+    summary: dict[str, Any] = {
         "final_val_acc": last.get("val_acc"),
         "best_val_acc": max(accs) if accs else None,
-        "median_last5_val_acc": statistics.median(tail) if tail else None,
+    }
+    for key in keys:
+        # "median of the final 5 epochs" (SBA paper, §4.1): the evaluation lines of the last 5 epochs
+        tail = [r[key] for r in records if r.get(key) is not None and r["epoch"] > final_epoch - 5]
+        summary[f"final_{key}"] = last.get(key)
+        summary[f"median_last5_{key}"] = statistics.median(tail) if tail else None
+    held_out = _held_out(run_dir)
+    if held_out:
+        summary["selected_on"] = f"{held_out} training images held out (data.val_from_train)"
+        best = max((r for r in records if r.get("val_acc") is not None), key=lambda r: r["val_acc"], default=None)
+        summary["test_acc_at_best_val"] = best.get("test_acc") if best else None
+    else:
+        summary["selected_on"] = "the test split (eval.split): set data.val_from_train to select without it"
+        for key in [k for k in keys if k.startswith("val_")]:
+            for stat in ("final", "median_last5"):
+                summary[f"{stat}_test{key[3:]}"] = summary[f"{stat}_{key}"]
+    speeds = [r["views_per_s"] for r in records if r.get("views_per_s")]
+    summary.update({
         "final_val_loss": last.get("val_loss"),
         "steps": last.get("step"),
         "epochs": last.get("epoch"),
@@ -393,4 +467,18 @@ def summarize(run_dir: str | Path) -> dict[str, Any]:
         "wall_time": last.get("wall_time"),
         "views_per_s": statistics.median(speeds) if speeds else None,
         "images_per_s": (last["images_seen"] / last["wall_time"]) if last.get("wall_time") else None,
-    }
+    })
+    return summary
+
+
+def _held_out(run_dir: str | Path) -> int | None:
+    """``data.val_from_train`` of the run's ``config.yaml`` (None when unset or unreadable)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        return None
+    data = raw.get("data") if isinstance(raw, dict) else None
+    return data.get("val_from_train") if isinstance(data, dict) else None

@@ -68,8 +68,10 @@ class Trainer:
     ``train_images``/``val_images`` are uint8 (N, C, H, W) tensors, normally already on ``device``
     (kept there for the whole run: the fast path of the design); ``train_images`` may instead be a
     map-style Dataset of ``(uint8 (C, H, W), target)`` (``train_targets=None``) streamed through
-    ``num_workers`` DataLoader workers. ``out_dir`` receives ``metrics.jsonl``, ``last.pt`` and
-    ``best.pt``; ``callbacks`` are called at the points :class:`~batchaug.train.callbacks.Callback` lists.
+    ``num_workers`` DataLoader workers. The validation set selects ``best.pt``; an optional test set
+    (``test_images``/``test_targets``) is evaluated beside it at every evaluation (``test_*`` keys) and
+    never used for selection. ``out_dir`` receives ``metrics.jsonl``, ``last.pt`` and ``best.pt``;
+    ``callbacks`` are called at the points :class:`~batchaug.train.callbacks.Callback` lists.
     """
 
     def __init__(self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer, schedule: LRSchedule,
@@ -77,7 +79,8 @@ class Trainer:
                  val_images: Tensor,
                  val_targets: Tensor, device: torch.device, out_dir: str | Path | None = None,
                  extra_checkpoint: dict[str, Any] | None = None, callbacks: Sequence[Callback] = (),
-                 num_workers: int = 4) -> None:
+                 num_workers: int = 4, test_images: Tensor | None = None,
+                 test_targets: Tensor | None = None) -> None:
         self.model = model
         self.method = method
         self.optimizer = optimizer
@@ -95,6 +98,9 @@ class Trainer:
                              f"{num_train} samples in batches of {settings.batch_size}")
         self.batches = StepBatches(train_images, train_targets, self.sampler, device, num_workers=num_workers)
         self.val_images, self.val_targets = val_images, val_targets
+        if (test_images is None) != (test_targets is None):
+            raise ValueError("give both test_images and test_targets, or neither")
+        self.test_images, self.test_targets = test_images, test_targets
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.extra_checkpoint = extra_checkpoint or {}
         self.callbacks = list(callbacks)
@@ -209,23 +215,39 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Validation loss and accuracy of ``method.predict`` (sharded across ranks when distributed)."""
+    def evaluate(self, *, test: bool = True) -> dict[str, float]:
+        """Loss and accuracy of ``method.predict`` on the validation set (``val_loss``, ``val_acc``) and of
+        each of ``method.extra_val_predictions()`` (``val_loss_<name>``, ``val_acc_<name>``); with a test
+        set (and ``test``), the same on it as ``test_*``. Sharded across ranks when distributed."""
         self.model.eval()
-        n = self.val_images.shape[0]
+        predictors = {"": self.method.predict}
+        predictors.update({f"_{name}": fn for name, fn in self.method.extra_val_predictions().items()})
+        out = self._evaluate_set(self.val_images, self.val_targets, "val", predictors)
+        if test and self.test_images is not None and self.test_targets is not None:
+            out.update(self._evaluate_set(self.test_images, self.test_targets, "test", predictors))
+        return out
+
+    def _evaluate_set(self, images_all: Tensor, targets_all: Tensor, prefix: str,
+                      predictors: dict[str, Any]) -> dict[str, float]:
+        n = images_all.shape[0]
         shard = torch.arange(self.rank, n, self.world)
-        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        correct = torch.zeros((), device=self.device, dtype=torch.float64)
+        # one row of (loss sum, correct count) per predictor, summed on the device and read once
+        sums = torch.zeros(len(predictors), 2, device=self.device, dtype=torch.float64)
         for lo in range(0, shard.numel(), self.s.eval_batch_size):
-            idx = shard[lo:lo + self.s.eval_batch_size].to(self.val_images.device)
-            images = self.val_images.index_select(0, idx).to(self.device, non_blocking=True)
-            targets = self.val_targets.index_select(0, idx).to(self.device, non_blocking=True)
-            with self._autocast():
-                logits = self.method.predict(self.model, images)
-            loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum").double()
-            correct += (logits.argmax(-1) == targets).sum().double()
-        stats = dist_utils.all_reduce_sum(torch.stack([loss_sum, correct]))
-        return {"val_loss": float(stats[0]) / max(n, 1), "val_acc": float(stats[1]) / max(n, 1)}
+            idx = shard[lo:lo + self.s.eval_batch_size].to(images_all.device)
+            images = images_all.index_select(0, idx).to(self.device, non_blocking=True)
+            targets = targets_all.index_select(0, idx).to(self.device, non_blocking=True)
+            for i, predict in enumerate(predictors.values()):
+                with self._autocast():
+                    logits = predict(self.model, images)
+                sums[i, 0] += F.cross_entropy(logits.float(), targets, reduction="sum").double()
+                sums[i, 1] += (logits.argmax(-1) == targets).sum().double()
+        stats = dist_utils.all_reduce_sum(sums.flatten()).view(-1, 2).tolist()
+        out = {}
+        for suffix, (loss, correct) in zip(predictors, stats, strict=True):
+            out[f"{prefix}_loss{suffix}"] = loss / max(n, 1)
+            out[f"{prefix}_acc{suffix}"] = correct / max(n, 1)
+        return out
 
     # ------------------------------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> dict[str, Any]:
@@ -352,13 +374,14 @@ class Trainer:
             "lr": lr,
             "train_loss": means.pop("train_loss", float("nan")),
             "train_acc": means.pop("train_acc", float("nan")),
-            "val_loss": val["val_loss"],
-            "val_acc": val["val_acc"],
+            "val_loss": val.pop("val_loss"),
+            "val_acc": val.pop("val_acc"),
             "grad_norm": means.pop("grad_norm", float("nan")),
             "wall_time": wall,
             "views_per_s": views_per_s,
             "micro_batches": self.n_chunks,
         }
+        record.update(val)  # the method's extra predictions and the test set, when there are any
         record.update(means)
         return record
 

@@ -66,7 +66,7 @@ class EMA(Callback):
     def on_eval(self, trainer: Trainer, record: dict[str, Any]) -> None:
         assert self.weights is not None, "on_fit_start must run first"
         with swapped_weights(trainer.model, self.weights):
-            val = trainer.evaluate()
+            val = trainer.evaluate(test=False)  # the average is selected and compared on the validation set
         record["val_loss_ema"] = val["val_loss"]
         record["val_acc_ema"] = val["val_acc"]
 
