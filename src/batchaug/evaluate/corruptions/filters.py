@@ -63,11 +63,12 @@ def apply_axis(x: Tensor, dim: int, matrix: Tensor) -> Tensor:
 def _kernel_matrix(n: int, weights: tuple[float, ...], mode: str) -> Tensor:
     k = len(weights)
     r = k // 2
-    src = pad_index(n, r, r, mode)
+    src = torch.tensor(pad_index(n, r, r, mode))
+    rows = torch.arange(n)[:, None].expand(n, k)
+    cols = src[torch.arange(n)[:, None] + torch.arange(k)[None, :]]
     m = torch.zeros(n, n, dtype=torch.float64)
-    for o in range(n):
-        for t, wt in enumerate(weights):
-            m[o, src[o + t]] += wt
+    m.index_put_((rows.reshape(-1), cols.reshape(-1)), torch.tensor(weights, dtype=torch.float64).repeat(n),
+                 accumulate=True)
     return m
 
 
