@@ -494,3 +494,22 @@ def test_reader_rejects_malformed_directories(tmp_path: Path) -> None:
     (tmp_path / "h" / "contrast.npy").write_bytes(b"not numpy")
     with pytest.raises(DataError, match="contrast.npy: not a readable .npy"):
         C.load_corruption_dir(tmp_path / "h")
+
+
+# ------------------------------------------------------------------------------------ benchmark
+
+def test_bench_corruptions_reports_json(cifar_zip: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from batchaug.cli import main
+
+    code = main(["bench", "corruptions", "--source", str(cifar_zip), "--limit", "4", "--batch-size", "3",
+                 "--names", "contrast,fog", "--reference-images", "2", "--threads", "1", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["images"] == 4 and set(out["corruptions"]) == {"contrast", "fog"}
+    assert out["total_seconds_10k"] == pytest.approx(out["total_seconds"] * 2500, abs=0.01 * 2500)  # both rounded
+    assert out["corruptions"]["contrast"]["vs_reference"] > 0
+    assert out["corruptions"]["fog"]["reference_seconds_10k"] is None  # no per-image route for fog
+    assert main(["bench", "corruptions", "--names", "fogg", "--source", str(cifar_zip)]) == 2
+    assert "unknown fogg" in capsys.readouterr().err

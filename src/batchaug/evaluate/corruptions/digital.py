@@ -27,6 +27,7 @@ whatever the device of the images (the one corruption that leaves the device; ab
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -57,6 +58,10 @@ def _rgb_to_hsv(x: Tensor) -> Tensor:
     return torch.stack((h, s, v), 1)
 
 
+# which of (v, p, q, t) is R, G and B in each of hsv2rgb's six hue sectors
+_SECTORS = torch.tensor([[0, 3, 1], [2, 0, 1], [1, 0, 3], [1, 2, 0], [3, 1, 0], [0, 1, 2]])
+
+
 def _hsv_to_rgb(hsv: Tensor) -> Tensor:
     """scikit-image's ``hsv2rgb`` of float64 HSV (N, 3, H, W)."""
     h, s, v = hsv.unbind(1)
@@ -65,11 +70,9 @@ def _hsv_to_rgb(hsv: Tensor) -> Tensor:
     p = v * (1 - s)
     q = v * (1 - f * s)
     t = v * (1 - (1 - f) * s)
-    sector = hi.to(torch.int64).remainder(6)
-    choices = torch.stack((torch.stack((v, t, p), 1), torch.stack((q, v, p), 1), torch.stack((p, v, t), 1),
-                           torch.stack((p, q, v), 1), torch.stack((t, p, v), 1), torch.stack((v, p, q), 1)))
-    index = sector.unsqueeze(0).unsqueeze(2).expand(1, -1, 3, -1, -1)
-    return choices.gather(0, index).squeeze(0)
+    sector = hi.to(torch.int64).remainder_(6)
+    choice = _SECTORS.to(hsv.device)[sector].movedim(-1, 1)  # (N, 3, H, W) indices into (v, p, q, t)
+    return torch.stack((v, p, q, t), 1).gather(1, choice)
 
 
 def brightness(images: Tensor, c: float, rng: ImageRandom, table: str) -> Tensor:
@@ -94,15 +97,27 @@ def contrast(images: Tensor, c: float, rng: ImageRandom, table: str) -> Tensor:
     return floor_uint8((x - means).mul_(c).add_(means))
 
 
+def _jpeg_round_trip(images: np.ndarray, quality: int, mode: str) -> np.ndarray:
+    out = np.empty_like(images)
+    for i, image in enumerate(images):
+        buf = io.BytesIO()
+        Image.fromarray(image[..., 0] if mode == "L" else image, mode).save(buf, "JPEG", quality=quality)
+        with Image.open(buf) as decoded:
+            out[i] = np.asarray(decoded.convert(mode)).reshape(image.shape)
+    return out
+
+
 def jpeg_compression(images: Tensor, quality: int, rng: ImageRandom, table: str) -> Tensor:
     array = images.permute(0, 2, 3, 1).cpu().numpy()
     mode = "L" if images.shape[1] == 1 else "RGB"
-    out = np.empty_like(array)
-    for i, image in enumerate(array):
-        buf = io.BytesIO()
-        Image.fromarray(image[..., 0] if mode == "L" else image, mode).save(buf, "JPEG", quality=int(quality))
-        with Image.open(buf) as decoded:
-            out[i] = np.asarray(decoded.convert(mode)).reshape(image.shape)
+    # libjpeg runs without the GIL: one chunk of images per torch CPU thread
+    workers = max(1, min(torch.get_num_threads(), len(array) // 64))
+    chunks = np.array_split(array, workers)
+    if workers == 1:
+        out = _jpeg_round_trip(array, int(quality), mode)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            out = np.concatenate(list(pool.map(lambda a: _jpeg_round_trip(a, int(quality), mode), chunks)))
     return torch.from_numpy(out).permute(0, 3, 1, 2).to(images.device)
 
 

@@ -163,19 +163,19 @@ def motion_blur(x: Tensor, radius: float, sigma: float, angles: Tensor) -> Tenso
     virtual-pixel method)."""
     n, c, h, w = x.shape
     weights, ox, oy = motion_offsets(radius, sigma, angles)
-    ox, oy = ox.to(x.device), oy.to(x.device)
     p = len(weights) - 1
     rows = torch.tensor(pad_index(h, p, p, "replicate"), device=x.device)
     cols = torch.tensor(pad_index(w, p, p, "replicate"), device=x.device)
-    padded = x.index_select(2, rows).index_select(3, cols)  # (N, C, H + 2p, W + 2p)
-    ar_h = torch.arange(h, device=x.device) + p
-    ar_w = torch.arange(w, device=x.device) + p
-    out = torch.zeros_like(x)
-    for t, wt in enumerate(weights):  # each tap: a window of the padded image at a per-image offset
-        r = (ar_h[None, :] + oy[:, t:t + 1]).view(n, 1, h, 1).expand(n, c, h, w + 2 * p)
-        q = (ar_w[None, :] + ox[:, t:t + 1]).view(n, 1, 1, w).expand(n, c, h, w)
-        out.add_(padded.gather(2, r).gather(3, q), alpha=wt)
-    return out
+    padded = x.index_select(2, rows).index_select(3, cols).flatten(2)  # (N, C, (H + 2p)(W + 2p))
+    pw = w + 2 * p
+    yy, xx = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
+    base = ((yy + p) * pw + (xx + p)).flatten()
+    offsets = oy.to(x.device) * pw + ox.to(x.device)  # (N, width): each tap a per-image shift
+    out = torch.zeros(n, c, h * w, dtype=x.dtype, device=x.device)
+    for t, wt in enumerate(weights):
+        index = (base[None, :] + offsets[:, t:t + 1]).unsqueeze(1).expand(n, c, h * w)
+        out.add_(padded.gather(2, index), alpha=wt)
+    return out.view(n, c, h, w)
 
 
 def taps_matrix(index: Tensor, weight: Tensor, n_in: int) -> Tensor:
