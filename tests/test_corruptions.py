@@ -339,6 +339,79 @@ def test_filters_match_their_library_definitions() -> None:
     assert k.shape == (3, 3) and abs(k.sum().item() - 1) < 1e-12 and k[1, 1] == k.max()
 
 
+def test_canny_keeps_one_column_of_a_step_edge() -> None:
+    from batchaug.evaluate.corruptions.spatter import canny
+
+    step = torch.zeros(2, 12, 16, dtype=torch.uint8)
+    step[:, :, 8:] = 200  # |gx| = 4 * 200 at columns 7 and 8; non-maximum suppression keeps column 7
+    edges = canny(step)
+    assert edges[:, :, 7].all() and edges.sum() == 2 * 12
+    weak = torch.zeros(1, 12, 16, dtype=torch.uint8)
+    weak[:, :, 8:] = 30  # |gx| = 120: above the low threshold 50, below the high 150, nothing strong
+    assert not canny(weak).any()
+    weak[:, 6, 8:] = 60  # a strong stretch around row 6: hysteresis grows it along the weak line
+    grown = canny(weak)[0, :, 7]
+    assert grown[:4].all() and grown[9:].all()
+
+
+def test_chamfer_distance_is_opencvs_5x5_metric() -> None:
+    from batchaug.evaluate.corruptions.spatter import chamfer_distance
+
+    g = torch.Generator().manual_seed(0)
+    zero = torch.rand(3, 14, 17, generator=g) < 0.03
+    zero[2] = False
+    zero[2, 7, 8] = True
+    got = chamfer_distance(zero, limit=20.0)
+    a, b, c = 65536, 91750, 143976  # 1, 1.4, 2.1969 in OpenCV's 16-bit fixed point
+
+    def cost(du: int, dv: int) -> int:  # cheapest path of (1,0), (1,1), (2,1) moves
+        u, v = max(abs(du), abs(dv)), min(abs(du), abs(dv))
+        return v * c + (u - 2 * v) * a if u >= 2 * v else (u - v) * c + (2 * v - u) * b
+
+    for i in range(3):
+        pts = torch.nonzero(zero[i]).tolist()
+        for y in range(14):
+            for x in range(17):
+                best = min(cost(y - py, x - px) for py, px in pts) / 65536
+                assert got[i, y, x].item() == pytest.approx(min(best, 20.0), abs=1e-6)
+
+
+def test_equalize_hist_is_opencvs() -> None:
+    from batchaug.evaluate.corruptions.spatter import equalize_hist
+
+    g = torch.Generator().manual_seed(1)
+    img = torch.randint(3, 21, (2, 8, 9), dtype=torch.uint8, generator=g)
+    img[1] = 9  # one level: OpenCV returns it unchanged
+    out = equalize_hist(img)
+    for i in range(2):
+        a = img[i].flatten().numpy().astype(np.int64)
+        hist = np.bincount(a, minlength=256)
+        lo = int(np.nonzero(hist)[0][0])
+        if hist[lo] == a.size:
+            expected = a
+        else:
+            scale = np.float32(255.0) / np.float32(a.size - hist[lo])
+            lut = np.zeros(256, dtype=np.int64)
+            total = 0
+            for j in range(lo + 1, 256):
+                total += hist[j]
+                lut[j] = int(np.clip(np.rint(np.float32(total) * scale), 0, 255))
+            expected = lut[a]
+        assert np.array_equal(out[i].flatten().numpy(), expected)
+
+
+def test_elastic_affine_is_identity_without_offsets() -> None:
+    from batchaug.evaluate.corruptions.digital import _affine_sources
+
+    src = _affine_sources(torch.zeros(2, 3, 2), 32, 32)
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    assert torch.allclose(src[..., 0], xx.double().expand(2, 32, 32), atol=1e-9)
+    assert torch.allclose(src[..., 1], yy.double().expand(2, 32, 32), atol=1e-9)
+    shifted = _affine_sources(torch.tensor([[[1.5, -2.0]] * 3]), 32, 32)  # a pure translation
+    assert torch.allclose(shifted[0, ..., 0], xx.double() - 1.5, atol=1e-9)
+    assert torch.allclose(shifted[0, ..., 1], yy.double() + 2.0, atol=1e-9)
+
+
 # ------------------------------------------------------------------------------------ statistics
 
 def test_noises_have_the_reference_distributions() -> None:

@@ -23,6 +23,8 @@ per pixel (see :func:`glass_shuffle`).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -41,6 +43,9 @@ def defocus_blur(images: Tensor, param: tuple[float, float], rng: ImageRandom, t
     radius, alias_blur = param
     kernel = defocus_kernel(radius, alias_blur).to(images.device, torch.float32)
     return floor_uint8(filter2d(to_unit(images), kernel))
+
+
+_GLASS_BUDGET = 1 << 24  # int64 band entries held at once (128 MB)
 
 
 def glass_shuffle(images: Tensor, delta: int, offsets: Tensor) -> Tensor:
@@ -63,6 +68,10 @@ def glass_shuffle(images: Tensor, delta: int, offsets: Tensor) -> Tensor:
     if not rows or not cols:
         return images.clone()
     r, k, band = len(rows), len(cols), 2 * d * w
+    per_chunk = max(1, _GLASS_BUDGET // (r * band))  # the bands of a 224 px batch are large: chunk it
+    if n > per_chunk:
+        return torch.cat([glass_shuffle(images[i:i + per_chunk], delta, offsets[i:i + per_chunk])
+                          for i in range(0, n, per_chunk)])
     device = images.device
     shift = (offsets[..., 1] * w + offsets[..., 0]).to(device).view(n, offsets.shape[1], r, k)
     # perm[p] = the source pixel now at position p; local[.., j] likewise within a row's band
@@ -100,8 +109,22 @@ def zoom(x: Tensor, factor: float) -> Tensor:
     return apply_axis(apply_axis(x, -2, zoom_matrix(h, factor)), -1, zoom_matrix(w, factor))
 
 
+@functools.lru_cache(maxsize=16)
+def _zoom_blur_matrix(h: int, w: int, factors: tuple[float, ...]) -> Tensor:
+    """The whole zoom blur of an H x W image as one (HW, HW) matrix: the mean of the identity and of
+    every ``clipped_zoom``, each the Kronecker product of its row and column resamplers."""
+    total = torch.eye(h * w, dtype=torch.float64)
+    for z in factors:
+        total += torch.kron(zoom_matrix(h, z), zoom_matrix(w, z))
+    return total / (len(factors) + 1)
+
+
 def zoom_blur(images: Tensor, factors: tuple[float, ...], rng: ImageRandom, table: str) -> Tensor:
     x = to_unit(images)
+    n, c, h, w = x.shape
+    if h * w <= 4096:  # small images: one product with the (HW, HW) matrix, fewer operations than 2 per zoom
+        m = _zoom_blur_matrix(h, w, tuple(factors)).to(x.device, x.dtype)
+        return floor_uint8((x.reshape(n, c, h * w) @ m.T).view(n, c, h, w))
     out = x.clone()
     for z in factors:
         out += zoom(x, z)
