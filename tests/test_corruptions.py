@@ -518,6 +518,7 @@ def test_reader_reads_a_cifar10c_directory(tmp_path: Path) -> None:
     base = _write_dir(tmp_path / "c", n=4)
     d = C.load_corruption_dir(tmp_path / "c")
     assert d.names == C.CORRUPTIONS and len(d) == 19 and d.num_images == 4 and d.image_shape == (3, 32, 32)
+    assert "fog" in d and "fogg" not in d and list(d) == list(C.CORRUPTIONS)
     assert torch.equal(d.labels, torch.from_numpy(base).long())
     fog = np.load(tmp_path / "c" / "fog.npy")
     assert torch.equal(d.severity("fog", 2), torch.from_numpy(fog[4:8]).permute(0, 3, 1, 2))

@@ -66,6 +66,9 @@ class CorruptionDir(Mapping):
     def __iter__(self) -> Iterator[str]:
         return iter(self.names)
 
+    def __contains__(self, name: object) -> bool:  # without reading the file, unlike Mapping's
+        return name in self.names
+
     def __len__(self) -> int:
         return len(self.names)
 
