@@ -193,3 +193,57 @@ def test_suites_write_the_contract_and_limit_draws_balanced_images(quick_run):
         from batchaug.evaluate.registry import get_suite_class
 
         get_suite_class("nope")
+
+
+# ---------------------------------------------------------------------------------------- corruptions
+
+
+def _corruption_suite(ctx, **options):
+    from batchaug.evaluate.corruption_suite import CorruptionOptions, CorruptionSuite
+
+    suite = CorruptionSuite(CorruptionOptions(**options), ctx)
+    ctx.run.data.val_images = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+    ctx.run.data.image_size = (8, 8)
+    suite.check()
+    return suite
+
+
+def test_corruption_errors_per_mode_match_a_hand_evaluation():
+    from batchaug.evaluate.corruptions import corrupt
+
+    method, model, data, ctx = _split_bn_run()
+    suite = _corruption_suite(ctx, names=["brightness", "gaussian_noise"], severities=[1, 5])
+    out = run_suites([suite], ["main", "aux"], data, ctx)["corruptions"]
+    for mode in ("main", "aux"):
+        result = out[mode]
+        assert set(result["error"]) == {"brightness", "gaussian_noise"} and result["uCE"] is None  # not all 15 x 5
+        assert result["CE"]["brightness"] is None  # 8 px images: no AlexNet reference applies
+        with torch.no_grad(), route(model, mode):
+            x = corrupt(data.images, "gaussian_noise", 5, seed=0, index=data.index)
+            wrong = float((model(method.normalize(x)).argmax(-1) != data.targets).float().mean())
+        assert abs(result["error"]["gaussian_noise"]["5"] - wrong) < 1.5 / len(data)
+        assert 0 <= result["clean_error"] <= 1 and result["num_images"] == len(data)
+
+
+def test_corruptions_read_from_a_directory_equal_the_generated_ones(tmp_path):
+    import numpy as np
+
+    from batchaug.evaluate.corruptions import BENCHMARK_CORRUPTIONS, corrupt
+
+    method, model, data, ctx = _split_bn_run()
+    for name in BENCHMARK_CORRUPTIONS:  # the reader wants every benchmark file; the suite reads the ones asked
+        kind = "contrast" if name == "contrast" else "brightness"
+        stacks = [corrupt(data.images, kind, s, seed=0, index=data.index) for s in range(1, 6)]
+        np.save(tmp_path / f"{name}.npy", torch.cat(stacks).permute(0, 2, 3, 1).numpy())
+    np.save(tmp_path / "labels.npy", data.targets.repeat(5).numpy())
+    from_dir = _corruption_suite(ctx, names=["brightness", "contrast"], severities=[2, 4], source=str(tmp_path))
+    generated = _corruption_suite(ctx, names=["brightness", "contrast"], severities=[2, 4])
+    a = run_suites([from_dir], ["main"], data, ctx)["corruptions"]["main"]
+    b = run_suites([generated], ["main"], data, ctx)["corruptions"]["main"]
+    for name in ("brightness", "contrast"):
+        for s in ("2", "4"):
+            assert abs(a["error"][name][s] - b["error"][name][s]) < 1.5 / len(data)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    with pytest.raises(Exception, match="labels"):
+        _corruption_suite(ctx, source=str(bad))

@@ -5,6 +5,7 @@ run and prints images/s (or time) and ratios; ``--json`` prints one JSON object 
   batchaug bench step      a BA training step vs a plain step; micro-batched peak memory
   batchaug bench data      decoding the CIFAR-10 JPEG archive into uint8 tensors
   batchaug bench sba       SBA step cost per eligible layer vs BA and the baseline
+  batchaug bench corruptions  all 19 corruptions x 5 severities of the CIFAR-10 test images
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
              "Decoding the CIFAR-10 JPEG archive into uint8 tensors: cold decode, cache write, warm load."),
     "sba": ("batchaug.bench.sba",
             "SBA step cost per eligible layer vs BA and the baseline (the SBA paper's Fig. 3 cost view)."),
+    "corruptions": ("batchaug.bench.corruptions",
+                    "Corruption generation: all 19 corruptions x 5 severities of the CIFAR-10 test images."),
 }
 
 
