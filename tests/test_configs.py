@@ -27,8 +27,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from batchaug.config import SECTIONS, load_config, resolve_config
-from batchaug.config import DataConfig, EvalConfig, ModelConfig, OptimConfig, TrainConfig, dump_config
+from batchaug.config import (
+    SECTIONS,
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    OptimConfig,
+    TrainConfig,
+    dump_config,
+    load_config,
+    resolve_config,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))

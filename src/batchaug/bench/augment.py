@@ -263,7 +263,8 @@ def _table(results: dict[str, Any], ms: list[int]) -> str:
             tv = results["torchvision_per_sample"].get(policy, {}).get(key)
             ko = results["kornia"].get(policy, {}).get(key)
             lines.append(f"{policy:<16}{m:>4}{fmt(ba, 12)}{fmt(tv, 12)}{fmt(ko, 10)}"
-                         f"{fmt(ba / tv if ba and tv else None, 8, True)}{fmt(ba / ko if ba and ko else None, 10, True)}")
+                         f"{fmt(ba / tv if ba and tv else None, 8, True)}"
+                         f"{fmt(ba / ko if ba and ko else None, 10, True)}")
         ba = results["batchaug"].get(policy, {})
         if "16" in ba and "32" in ba:
             lines.append(f"{'':<16}batchaug M=16 -> M=32: {100.0 * (ba['32'] / ba['16'] - 1.0):+.1f}%")

@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         "torch": torch.__version__, "policy": args.policy,
         f"ba_step_s_m{m_time}": t_ba, f"plain_step_s_m{m_time}": t_plain,
         f"ba_over_plain_m{m_time}": ratio,
-        f"peak_mem_baseline_bytes": mem_base, f"peak_mem_ba_m{m_mem}_microbatched_bytes": mem_ba,
+        "peak_mem_baseline_bytes": mem_base, f"peak_mem_ba_m{m_mem}_microbatched_bytes": mem_ba,
         f"peak_mem_ratio_m{m_mem}": mem_ba / max(mem_base, 1),
         "micro_batch_views": B,
     }

@@ -208,7 +208,8 @@ class LatentAugmenter:
     def _reset(self, module: nn.Module, args: object) -> None:
         self._calls = 0
 
-    def _make_hook(self, layer: str, generator: torch.Generator | None) -> Callable[[nn.Module, object, object], Tensor]:
+    def _make_hook(self, layer: str,
+                   generator: torch.Generator | None) -> Callable[[nn.Module, object, object], Tensor]:
         def hook(module: nn.Module, args: object, output: object) -> Tensor:
             self._calls += 1
             if self._calls > 1:

@@ -63,7 +63,9 @@ def plot_corruptions(label: str, payload: dict[str, Any], out: Path) -> list[Pat
         bars.bar([i + k * width for i in range(len(names))], means, width, label=mode)
         severities = sorted(next(iter(result["error"].values())), key=int)
         per_severity = [sum(result["error"][c][s] for c in names) / len(names) for s in severities]
-        lines.plot([int(s) for s in severities], per_severity, marker="o", label=f"{mode} (uCE {result.get('uCE', 0):.3f})")
+        u_ce = result.get("uCE")
+        label = f"{mode} (uCE {u_ce:.3f})" if u_ce is not None else mode
+        lines.plot([int(s) for s in severities], per_severity, marker="o", label=label)
     bars.set_xticks([i + 0.4 - width / 2 for i in range(len(names))], names, rotation=70, fontsize=7)
     bars.set_ylabel("error (mean over severities)")
     lines.set_xlabel("severity")
@@ -130,7 +132,7 @@ def plot_lowpass(label: str, payload: dict[str, Any], out: Path) -> list[Path]:
 
 def plot_gradients(label: str, payload: dict[str, Any], out: Path) -> list[Path]:
     result = payload["modes"].get("default") or next(iter(payload["modes"].values()))
-    ms = sorted((int(k) for k in result if k.isdigit()))
+    ms = sorted(int(k) for k in result if k.isdigit())
     if not ms:
         return []
     plt = _plt()
