@@ -8,6 +8,11 @@
 
 The model is rebuilt from RUN/config.yaml and RUN/best.pt (or --checkpoint last / a path), and evaluated
 on the validation split the run used.
+
+Language-model runs (methods that evaluate by perplexity, on data.kind ptb/text) write
+eval/perplexity.json instead: the perplexity of the valid and test streams (eval.batch_size and
+eval.test_batch_size columns, AWD-LSTM's 10 and 1; --batch-size sets both), with the hidden state
+carried across windows, of the weights that stood for the model (NT-ASGD's average once it ran).
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ema", action="store_true",
                         help="evaluate the exponential moving average of the weights (runs with train.ema_decay)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per forward pass (default 500); language models: columns of both streams")
     parser.add_argument("--views", type=int, default=0, metavar="M",
                         help="also evaluate M augmented views per image (mean and majority vote)")
     parser.add_argument("--policy", default=None,
@@ -55,15 +61,39 @@ def _parse_alphas(text: str) -> list[str]:
         raise ConfigError(f"--{exc}") from None
 
 
+def _run_perplexity(args: argparse.Namespace) -> int:
+    """``eval/perplexity.json`` of a language-model run (the image options do not apply)."""
+    from batchaug.evaluate.perplexity import evaluate_run_perplexity
+
+    image_only = [flag for flag, used in (("--views", args.views), ("--sba-vote", args.sba_vote),
+                                          ("--alphas", args.alphas is not None), ("--ema", args.ema),
+                                          ("--policy", args.policy is not None)) if used]
+    if image_only:
+        raise ConfigError(f"{', '.join(image_only)}: options of image runs; {args.run_dir} is a language-model run "
+                          "(its evaluation is perplexity)")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ConfigError(f"--batch-size: must be >= 1, got {args.batch_size}")
+    sizes = {"valid": args.batch_size, "test": args.batch_size} if args.batch_size else None
+    _write(args.run_dir, "perplexity.json", evaluate_run_perplexity(args.run_dir, args.checkpoint, args.device,
+                                                                    batch_sizes=sizes))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from batchaug.evaluate.clean import evaluate_clean, evaluate_views
     from batchaug.evaluate.loading import load_trained
+    from batchaug.evaluate.perplexity import evaluates_perplexity
+    from batchaug.train.run import load_run_config
 
+    if evaluates_perplexity(load_run_config(args.run_dir).method.method_class):
+        return _run_perplexity(args)
     alphas = _parse_alphas(args.alphas) if args.alphas is not None else None
     if args.views < 0:
         raise ConfigError(f"--views: must be >= 0, got {args.views}")
+    if args.batch_size is None:
+        args.batch_size = 500
     tr = load_trained(args.run_dir, args.checkpoint, args.device, ema=args.ema)
     images, targets = tr.data.val_images, tr.data.val_targets
     header = {"run_dir": str(args.run_dir), "checkpoint": tr.checkpoint.name, "step": tr.step,

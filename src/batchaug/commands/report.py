@@ -3,8 +3,9 @@
   batchaug report runs/baseline runs/ba --out runs/report
   batchaug report runs/ba                      (figures go to runs/ba/plots/)
 
-Writes plots/val_acc.png, val_loss.png, train_loss.png, grad_norm.png (curves of all runs against the
-optimizer step) and report.md (a table: validation accuracy, steps, images seen, images/s, wall time).
+Writes plots/val_acc.png (or val_ppl.png for language models), val_loss.png, train_loss.png,
+grad_norm.png (curves of all runs against the optimizer step; a metric no run measured is skipped) and
+report.md (a table: validation accuracy or perplexity, steps, images seen, images/s, wall time).
 """
 
 from __future__ import annotations
