@@ -237,6 +237,15 @@ def test_micro_batched_step_gives_the_same_update():
         torch.testing.assert_close((h, c), (h2, c2), rtol=1e-4, atol=1e-6)
 
 
+def test_evaluations_default_to_the_end_of_every_epoch():
+    probe = TokenBatches(_stream(1200), batch_size=4, bptt=9, seed=0)
+    n0, n1 = probe.steps_in_epoch(0), probe.steps_in_epoch(1)
+    assert n0 != n1  # variable window lengths: epochs differ in steps
+    trainer = _trainer("baseline", steps=n0 + n1, eval_every=None)
+    history = trainer.fit()
+    assert [r["step"] for r in history] == [n0, n0 + n1] and [r["epoch"] for r in history] == [1.0, 2.0]
+
+
 def test_the_learning_rate_follows_the_window_length():
     trainer = _trainer("baseline", steps=0)
     for step in range(3):

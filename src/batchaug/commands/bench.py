@@ -5,6 +5,7 @@ run and prints images/s (or time) and ratios; ``--json`` prints one JSON object 
   batchaug bench step      a BA training step vs a plain step; micro-batched peak memory
   batchaug bench data      decoding the CIFAR-10 JPEG archive into uint8 tensors
   batchaug bench sba       SBA step cost per eligible layer vs BA and the baseline
+  batchaug bench lstm      language-model step tokens/s, BA M = 1 and 10 vs a plain nn.LSTM step
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
              "Decoding the CIFAR-10 JPEG archive into uint8 tensors: cold decode, cache write, warm load."),
     "sba": ("batchaug.bench.sba",
             "SBA step cost per eligible layer vs BA and the baseline (the SBA paper's Fig. 3 cost view)."),
+    "lstm": ("batchaug.bench.lstm",
+             "Language-model training step: tokens/s of BA with M = 1 and M = 10 against a plain nn.LSTM step."),
 }
 
 

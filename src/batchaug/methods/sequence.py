@@ -78,8 +78,9 @@ class SequenceMethod(Method):
         return self.copies
 
     def describe(self) -> str:
-        return (f"{self.name} (M={self.copies} cop{'ies' if self.copies != 1 else 'y'} of every row, "
-                "independent dropout masks)")
+        if self.copies == 1:
+            return f"{self.name} (one copy of every row: the AWD-LSTM step, state carried across windows)"
+        return f"{self.name} (M={self.copies} copies of every row, each with its own dropout masks)"
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         missing = [name for name in ("init_state", "sample_masks") if not callable(getattr(model, name, None))]
