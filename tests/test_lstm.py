@@ -45,14 +45,14 @@ def _method(name: str = "ba", m: int = 2):
 
 
 def _trainer(name: str = "ba", m: int = 2, steps: int = 8, seed: int = 0, micro_batch: int | None = None,
-             callbacks=(), eval_every: int | None = 4, variable: bool = True) -> Trainer:
+             callbacks=(), eval_every: int | None = 4, variable: bool = True, amp: str = "none") -> Trainer:
     method = _method(name, m)
     model = method.prepare_model(_tiny())
     batches = TokenBatches(_stream(1200), batch_size=4, bptt=9, seed=seed, variable=variable)
     cfg = OptimConfig(lr=2.0, momentum=0.0, weight_decay=0.0, schedule="constant")
     opt = torch.optim.SGD(model.parameters(), lr=2.0)
     settings = TrainerSettings(batch_size=4, total_steps=steps, steps_per_epoch=batches.steps_per_epoch,
-                               eval_every=eval_every, seed=seed, micro_batch=micro_batch, progress=False)
+                               eval_every=eval_every, seed=seed, micro_batch=micro_batch, amp=amp, progress=False)
     return Trainer(model, method, opt, LRSchedule(cfg, 2.0, 1, steps), settings, None, None, None, None,
                    torch.device("cpu"), callbacks=list(callbacks), batches=batches,
                    validation=PerplexityValidation(_stream(300, seed=1), 3, 9, "cpu"))
@@ -244,6 +244,12 @@ def test_evaluations_default_to_the_end_of_every_epoch():
     trainer = _trainer("baseline", steps=n0 + n1, eval_every=None)
     history = trainer.fit()
     assert [r["step"] for r in history] == [n0, n0 + n1] and [r["epoch"] for r in history] == [1.0, 2.0]
+
+
+def test_bf16_autocast_step_on_cpu():
+    """train.amp=bf16 (a GPU option that also exists on the CPU) runs the per-copy loop and the carried state."""
+    (record,) = _trainer("ba", 2, steps=3, eval_every=3, amp="bf16").fit()
+    assert math.isfinite(record["train_loss"]) and math.isfinite(record["val_ppl"])
 
 
 def test_the_learning_rate_follows_the_window_length():

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from batchaug.errors import ConfigError
 from batchaug.methods.base import LossOutput, Method, MethodBatch, MethodContext
+from batchaug.nn.wrappers import unwrap
 from batchaug.schema import option
 
 __all__ = ["SequenceBAOptions", "SequenceBaseline", "SequenceBaselineOptions", "SequenceBatchAugmentation",
@@ -94,7 +95,7 @@ class SequenceMethod(Method):
         if self._lm is None:
             if model is None:
                 raise RuntimeError("prepare_model(model) must be called before the first step")
-            self.prepare_model(_plain(model))
+            self.prepare_model(unwrap(model))
         assert self._lm is not None
         return self._lm
 
@@ -192,9 +193,3 @@ class SequenceBatchAugmentation(SequenceMethod):
 
 def _unpack_state(batch: MethodBatch) -> list[tuple[Tensor, Tensor]]:
     return [(batch[f"{_STATE}.h.{layer}"], batch[f"{_STATE}.c.{layer}"]) for layer in range(batch.extras["layers"])]
-
-
-def _plain(model: nn.Module) -> nn.Module:
-    from batchaug.nn.wrappers import unwrap
-
-    return unwrap(model)
