@@ -3,10 +3,11 @@
   batchaug report runs/baseline runs/ba --out runs/report
   batchaug report runs/ba                      (figures go to runs/ba/plots/)
 
-Writes plots/val_acc.png, val_loss.png, train_loss.png, grad_norm.png (curves of all runs against the
-optimizer step), the figures of what `batchaug eval` wrote in each run's eval/ (corruption errors, the
-split-BN alpha trade-off, Fourier heatmaps, low-pass curves, gradient norms against M) and report.md (a
-table: validation accuracy, steps, images seen, images/s, wall time, then the figures).
+Writes plots/val_acc.png (or val_ppl.png for language models), val_loss.png, train_loss.png,
+grad_norm.png (curves of all runs against the optimizer step; a metric no run measured is skipped), the
+figures of what `batchaug eval` wrote in each run's eval/ (corruption errors, the split-BN alpha
+trade-off, Fourier heatmaps, low-pass curves, gradient norms against M) and report.md (a table:
+validation accuracy or perplexity, steps, images seen, images/s, wall time, then the figures).
 """
 
 from __future__ import annotations
