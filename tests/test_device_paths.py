@@ -69,3 +69,33 @@ def test_per_row_bounds_take_python_numbers_without_an_upload() -> None:
         k = _random.randint(1, high, (3,), torch.Generator().manual_seed(0), torch.device("cpu"))
     assert syncs.uploads == 0 and syncs.total == 0
     assert ((k >= 1) & (k < high)).all()
+
+
+# ------------------------------------------------------------------------ BatchNorm, momentum=None
+
+@pytest.mark.parametrize("kind", ["split", "ghost"])
+def test_cumulative_batchnorm_averages_without_reading_the_count_back(kind: str) -> None:
+    """``momentum=None`` (cumulative average): ``nn.BatchNorm`` computes ``1 / float(num_batches_tracked)``,
+    one host read per layer and step; batchaug's layers keep the factor on the device, same averages."""
+    from batchaug.nn import GhostBatchNorm2d, SplitBatchNorm2d
+    from batchaug.runtime import count_syncs
+
+    layer = SplitBatchNorm2d(3, momentum=None) if kind == "split" else GhostBatchNorm2d(3, 4, momentum=None)
+    reference = torch.nn.BatchNorm2d(3, momentum=None)
+    g = torch.Generator().manual_seed(0)
+    for step in range(3):
+        x = torch.randn(8, 3, 5, 5, generator=g) * (step + 1) + step
+        with count_syncs() as syncs:
+            layer(torch.cat([x, x]) if kind == "split" else x)
+        assert syncs.total == 0, syncs.where
+        if kind == "split":
+            reference(x)
+        else:  # ghost: the mean of the two virtual batches' statistics per step
+            ref_mean = torch.stack([c.mean(dim=(0, 2, 3)) for c in x.split(4)]).mean(0)
+            ref_var = torch.stack([c.var(dim=(0, 2, 3)) for c in x.split(4)]).mean(0)
+            reference.running_mean.lerp_(ref_mean, 1 / (step + 1))
+            reference.running_var.lerp_(ref_var, 1 / (step + 1))
+    torch.testing.assert_close(layer.running_mean, reference.running_mean)
+    torch.testing.assert_close(layer.running_var, reference.running_var)
+    if kind == "split":
+        torch.testing.assert_close(layer.aux1_running_var, reference.running_var)
