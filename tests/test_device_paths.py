@@ -99,3 +99,62 @@ def test_cumulative_batchnorm_averages_without_reading_the_count_back(kind: str)
     torch.testing.assert_close(layer.running_var, reference.running_var)
     if kind == "split":
         torch.testing.assert_close(layer.aux1_running_var, reference.running_var)
+
+
+# ---------------------------------------------------------------- SBA's generators between devices
+
+def _sba(seed: int = 0):
+    from batchaug.methods import MethodContext, build_method
+    from batchaug.models import build_model
+
+    context = MethodContext(num_classes=10, image_size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3,
+                            model_name="resnet20")
+    method = build_method({"name": "sba", "m": 4, "policy": "none", "seed": seed}, context)
+    torch.manual_seed(0)
+    model = method.prepare_model(build_model("resnet20"))
+    return method, model
+
+
+def _draws(method, model, steps=range(3, 9)) -> list:
+    from batchaug.methods.base import MethodBatch
+
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    batch = MethodBatch({"inputs": method.normalize(x), "targets": torch.arange(4)}, 4)
+    out = []
+    for step in steps:
+        method.begin_step(step, 0)
+        out.append((method.augmented, method.layer))
+    method.augmented = True
+    with torch.no_grad():
+        out.append(method.loss(model.eval(), batch).loss.item())  # the noise of the last step
+    return out
+
+
+def test_sba_state_holds_no_generator_state_and_moves_between_devices() -> None:
+    method, model = _sba(seed=3)
+    _draws(method, model, range(3))
+    state = method.state_dict()
+    assert not any(isinstance(v, Tensor) for v in state.values())  # nothing tied to a device
+    other, other_model = _sba(seed=99)
+    other.load_state_dict(state)  # the seed comes with the state
+    assert _draws(other, other_model) == _draws(method, model)
+
+
+def test_sba_checkpoint_from_a_cuda_generator_loads_on_the_cpu() -> None:
+    """A CUDA generator's state is 16 bytes (seed, offset), a CPU one's 5,056: checkpoints written with
+    the generators' states made a CUDA-trained SBA run fail to evaluate or resume on the CPU."""
+    method, model = _sba()
+    cuda_written = {"sched_rng": torch.Generator().get_state(), "noise_rng": torch.zeros(16, dtype=torch.uint8),
+                    "augmented": True, "layer": "features_out", "lambda_epoch": 0}
+    method.load_state_dict(cuda_written)
+    assert (method.augmented, method.layer) == (True, "features_out")
+    fresh, fresh_model = _sba()
+    assert _draws(method, model) == _draws(fresh, fresh_model)
+
+
+def test_sba_draws_of_a_step_do_not_depend_on_earlier_calls() -> None:
+    """begin_step(s) again for the same step gives the same λ, k and noise: what a retried step needs."""
+    a, model_a = _sba()
+    b, model_b = _sba()
+    _draws(b, model_b, range(50))  # b has drawn much more
+    assert _draws(a, model_a, [7]) == _draws(b, model_b, [7])
