@@ -148,7 +148,9 @@ class TrainConfig:
     callbacks: list[str] = field(default_factory=list)
     """Extra trainer callbacks by registry name (:data:`batchaug.train.callbacks.CALLBACKS`)."""
     deterministic: bool = False
-    """Ask PyTorch for deterministic kernels (slower on CUDA)."""
+    """Bitwise-reproducible runs on the same machine and software: deterministic kernels or an error
+    naming the op that has none, a fixed cuBLAS workspace, no cuDNN benchmarking (slower on CUDA;
+    ``batchaug.train.determinism`` says what is and is not promised)."""
 
 
 @dataclass

@@ -21,6 +21,7 @@ from batchaug.methods import Method, MethodContext, Regime, build_method
 from batchaug.nn.wrappers import unwrap
 from batchaug.train import distributed as dist_utils
 from batchaug.train.callbacks import build_callbacks
+from batchaug.train.determinism import configure_determinism
 from batchaug.train.metrics_log import read_metrics
 from batchaug.train.optim import LRSchedule, build_optimizer
 from batchaug.train.trainer import Trainer, TrainerSettings
@@ -275,9 +276,8 @@ def prepare_run(cfg: RunConfig, out_dir: str | Path | None, *, resume: bool = Fa
     t = cfg.train
     device = resolve_device(t.device)
     distributed = dist_utils.init_from_env(device)
+    configure_determinism(t.deterministic)
     torch.manual_seed(cfg.seed)
-    if t.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
     data = load_run_data(cfg, device)
     context = MethodContext(num_classes=cfg.model.num_classes or len(data.classes), image_size=data.image_size,
                             mean=data.mean, std=data.std, device=device,
