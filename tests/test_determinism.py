@@ -58,7 +58,8 @@ def test_deterministic_runs_agree_bit_for_bit(method, cifar_zip, tmp_path, resto
     runs = []
     for name in ("a", "b"):
         run = prepare_run(cfg, tmp_path / name)
-        assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()
         run.trainer.fit()
         runs.append(run)
     ra, rb = (read_metrics(tmp_path / n) for n in ("a", "b"))
