@@ -133,7 +133,8 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool | str = False
     """``torch.compile`` the model: ``true`` (the default backend, inductor) or a backend name
-    (``aot_eager``, ``cudagraphs``, ... as ``torch._dynamo.list_backends()`` lists)."""
+    (``aot_eager``, ``cudagraphs``, ... as ``torch._dynamo.list_backends()`` lists); every method, no
+    recompiles after warm-up (``batchaug.train.compiling``)."""
     micro_batch: int | None = option(None, ge=1)
     """Largest number of views per forward/backward; a step is split into chunks above it. Unset:
     the whole step at once, halving automatically after a CUDA out-of-memory error."""

@@ -256,19 +256,10 @@ def wrap_model(cfg: RunConfig, method: Method, model: nn.Module, device: torch.d
         device_ids = [device.index] if device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     if t.compile:
-        model = _compile(model, t.compile)
+        from batchaug.train.compiling import compile_model
+
+        model = compile_model(model, t.compile)
     return model
-
-
-def _compile(model: nn.Module, how: bool | str) -> nn.Module:
-    """``torch.compile`` with the default backend (``True``) or the named one."""
-    if how is True:
-        return torch.compile(model)
-    try:
-        return torch.compile(model, backend=how)
-    except Exception as exc:  # an unknown backend name raises a backend-specific error type
-        raise ConfigError(f"train.compile: {how!r} is not a torch.compile backend here ({exc}); use true, false "
-                          "or a name from torch._dynamo.list_backends()") from exc
 
 
 def prepare_run(cfg: RunConfig, out_dir: str | Path | None, *, resume: bool = False) -> PreparedRun:
