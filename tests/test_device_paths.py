@@ -158,3 +158,50 @@ def test_sba_draws_of_a_step_do_not_depend_on_earlier_calls() -> None:
     b, model_b = _sba()
     _draws(b, model_b, range(50))  # b has drawn much more
     assert _draws(a, model_a, [7]) == _draws(b, model_b, [7])
+
+
+# --------------------------------------------------------------------------- evaluation's copies
+
+class _BlockingCopies(TorchFunctionMode):
+    """Records ``Tensor.to(device)`` calls made without ``non_blocking=True``: on CUDA each is a copy
+    followed by a stream synchronization."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is Tensor.to and not kwargs.get("non_blocking", False) and (
+                "device" in kwargs or any(isinstance(a, (str, torch.device)) for a in args[1:])):
+            self.calls += 1
+        return func(*args, **kwargs)
+
+
+def test_validation_makes_no_blocking_copy_per_batch() -> None:
+    """The trainer's evaluation copied each batch's host-made index to the images' device with a
+    blocking copy (one synchronization per evaluation batch)."""
+    from batchaug.config import OptimConfig
+    from batchaug.methods import MethodContext, build_method
+    from batchaug.train.optim import LRSchedule, build_optimizer
+    from batchaug.train.trainer import Trainer, TrainerSettings
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8, generator=g)
+    targets = torch.randint(0, 4, (40,), generator=g)
+    method = build_method({"name": "baseline", "policy": "none"},
+                          MethodContext(num_classes=4, image_size=(8, 8), mean=(0.5,) * 3, std=(0.25,) * 3))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 4))
+    cfg = OptimConfig(lr=0.1)
+    settings = TrainerSettings(batch_size=8, total_steps=1, steps_per_epoch=5, eval_every=1, progress=False,
+                               eval_batch_size=7)
+    t = Trainer(model, method, build_optimizer(model, cfg, 0.1), LRSchedule(cfg, 0.1, 1, 1), settings, images,
+                targets, images, targets, torch.device("cpu"))
+    t.evaluate()  # warm-up: the normalization constants are made on the device once
+    with _BlockingCopies() as copies:
+        result = t.evaluate()
+    assert copies.calls == 0  # 6 batches (before: 6 blocking index copies)
+    with torch.no_grad():
+        logits = model(method.normalize(images))
+    assert result["val_acc"] == pytest.approx((logits.argmax(-1) == targets).float().mean().item())
+    assert result["val_loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, targets).item(), rel=1e-5)
