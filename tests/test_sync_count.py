@@ -64,13 +64,13 @@ def test_count_syncs_on_cuda_counts_what_the_driver_reports() -> None:
 
 # ------------------------------------------------------------------------- a training step, any M
 
-def _ba_trainer(policy: str, m: int, batch: int = 8):
+def _ba_trainer(policy: str, m: int, batch: int = 8, device: str = "cpu"):
     from batchaug.bench.step import _trainer
 
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (4 * batch, 3, 32, 32), dtype=torch.uint8, generator=g)
     targets = torch.randint(0, 10, (4 * batch,), generator=g)
-    return _trainer("resnet20", "ba", m, batch, None, torch.device("cpu"), images, targets, policy)
+    return _trainer("resnet20", "ba", m, batch, None, torch.device(device), images, targets, policy)
 
 
 # per step: cutout none; RandAugment one (the group sizes of both operation slots, read at once)
@@ -84,6 +84,20 @@ def test_ba_step_sync_count_does_not_grow_with_m(policy: str, expected: int, m: 
     assert out["views"] == 8 * m
     assert syncs.total == expected, syncs.where
     assert syncs.uploads == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("policy, expected", [("cutout", 0), ("randaugment", 1)])
+@pytest.mark.parametrize("m", [1, 16])
+def test_ba_step_sync_count_on_cuda(policy: str, expected: int, m: int) -> None:
+    """The same count as the driver sees it (B = 64: one augmentation chunk on CUDA at any M here)."""
+    trainer = _ba_trainer(policy, m, batch=64, device="cuda")
+    trainer.train_step(0)
+    trainer.train_step(1)  # warm-up: cuDNN's algorithm choice, the allocator, per-device constants
+    with count_syncs("cuda") as syncs:
+        trainer.train_step(2)
+    assert syncs.total <= expected, syncs.where
 
 
 # ------------------------------------------------------------------------------- every policy call
