@@ -144,3 +144,13 @@ def test_view_augmenter_chunks_are_larger_off_the_cpu() -> None:
     with count_syncs() as syncs:
         va(_images(64), torch.Generator().manual_seed(1))
     assert syncs.total == 2  # 1024 views in two CPU chunks of 512, one sync each
+
+
+def test_bench_syncs_reports_the_counts(capsys) -> None:
+    import json
+
+    from batchaug.cli import main
+
+    assert main(["bench", "syncs", "--quick", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["counts"] == {"cutout": {"1": 0, "2": 0}, "randaugment": {"1": 1, "2": 1}}

@@ -6,6 +6,7 @@ run and prints images/s (or time) and ratios; ``--json`` prints one JSON object 
   batchaug bench data      decoding the CIFAR-10 JPEG archive into uint8 tensors
   batchaug bench sba       SBA step cost per eligible layer vs BA and the baseline
   batchaug bench corruptions  all 19 corruptions x 5 severities of the CIFAR-10 test images
+  batchaug bench syncs     host synchronizations of a BA step, by policy and M
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
             "SBA step cost per eligible layer vs BA and the baseline (the SBA paper's Fig. 3 cost view)."),
     "corruptions": ("batchaug.bench.corruptions",
                     "Corruption generation: all 19 corruptions x 5 severities of the CIFAR-10 test images."),
+    "syncs": ("batchaug.bench.syncs",
+              "Host synchronizations of a Batch Augmentation training step, by policy and number of views."),
 }
 
 
