@@ -137,7 +137,8 @@ class TrainConfig:
     recompiles after warm-up (``batchaug.train.compiling``)."""
     micro_batch: int | None = option(None, ge=1)
     """Largest number of views per forward/backward; a step is split into chunks above it. Unset:
-    the whole step at once, halving automatically after a CUDA out-of-memory error."""
+    the whole step at once, retried in twice as many chunks (from the step's starting state) after
+    an out-of-memory error."""
     ghost_bn: int | None = option(None, ge=1)
     """Replace every BatchNorm with GhostBatchNorm over virtual batches of this many views."""
     progress: bool = True
