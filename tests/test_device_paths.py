@@ -205,3 +205,20 @@ def test_validation_makes_no_blocking_copy_per_batch() -> None:
         logits = model(method.normalize(images))
     assert result["val_acc"] == pytest.approx((logits.argmax(-1) == targets).float().mean().item())
     assert result["val_loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, targets).item(), rel=1e-5)
+
+
+def test_latent_hooks_are_registered_once_and_removable() -> None:
+    """Permanent hooks (torch.compile does not see hooks added later): one pre-hook on the model and one
+    hook per eligible layer, inert outside ``active``; preparing the method again replaces them."""
+    method, model = _sba()
+    hooks = lambda: len(model._forward_pre_hooks) + sum(len(m._forward_hooks) for m in model.modules())  # noqa: E731
+    assert hooks() == 1 + len(method.layers)
+    x = torch.zeros(2, 3, 32, 32)
+    with torch.no_grad():
+        assert model.eval()(x).shape == (2, 10)  # inactive: the plain model
+        with method.latent.active(method.layers[-1], torch.Generator().manual_seed(0)):
+            assert model(x).shape == (2 * 5, 10)
+    method.prepare_model(model)
+    assert hooks() == 1 + len(method.layers)
+    method.latent.remove()
+    assert hooks() == 0

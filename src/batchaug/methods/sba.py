@@ -235,6 +235,8 @@ class StochasticBatchAugmentation(Method):
             value = getattr(o, key)
             if value is not None and value not in layers:
                 raise ConfigError(f"method.{key}: {value!r} is not one of the SBA layers {layers}")
+        if self.latent is not None:  # prepared before: its hooks stay on that model otherwise
+            self.latent.remove()
         self.latent = LatentAugmenter(model, layers, gauss=o.num_gauss, drop_copies=o.num_dropout,
                                       sigma=o.sigma, tau=o.clip, drop=o.dropout_p)
         param = next(iter(model.parameters()), None)
