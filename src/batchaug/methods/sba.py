@@ -176,7 +176,8 @@ class StochasticBatchAugmentation(Method):
     """SBA on any model: latent virtual samples at a random eligible layer on scheduled steps, KL soft labels.
 
     ``prepare_model`` must run first (the trainer does it); it resolves the eligible layers, checks each
-    on a tiny batch and attaches nothing permanent: the hooks exist only during augmented passes.
+    on a tiny batch and attaches the latent augmenter's hooks, which act only during augmented passes
+    (registered once, so that a compiled model sees them: :class:`~batchaug.nn.latent.LatentAugmenter`).
     """
 
     name = "sba"
