@@ -189,6 +189,15 @@ class Method(abc.ABC):
         """Network inputs per training sample (for images/s and micro-batch sizing)."""
         return 1
 
+    def spread_views(self) -> None:
+        """From now on make one view per input row: the batch source repeats every sample
+        ``views_per_sample`` times and deals the copies over the processes (``train.view_placement:
+        spread``), so the M views of a sample are made on different ranks. Only a method whose views are
+        independent draws of one policy can; the default raises ConfigError."""
+        raise ConfigError(f"train.view_placement: 'spread' needs a method whose views of a sample are independent "
+                          f"draws of one policy (baseline, ba, ra); {self.name!r} keeps its views together: use "
+                          "train.view_placement=local")
+
     # -- one step -------------------------------------------------------------------------------
     def begin_step(self, step: int, epoch: int) -> None:
         """Called once before each optimizer step (all micro-batches of the step share it)."""
