@@ -119,18 +119,20 @@ def test_resume_after_kill_matches_uninterrupted_run(cifar_zip, tmp_path):
 
 
 def test_torchrun_two_cpu_processes(cifar_zip, tmp_path):
-    """DDP on the gloo backend: two processes share each batch and write one run directory."""
+    """DDP on the gloo backend: two processes share each batch (BN statistics synchronized) and write one
+    run directory."""
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "batchaug", "train", *_args(cifar_zip, "method.name=ba", "method.m=2", "train.max_steps=6",
                                               "train.eval_every=3", "data.subset=512", "data.val_subset=200",
-                                              "train.device=cpu"), "--out", str(out)]
+                                              "train.device=cpu", "train.sync_bn=true"), "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = read_metrics(out)
     assert [r["step"] for r in records] == [3, 6]
     assert records[-1]["images_seen"] == 6 * 64
+    assert "2 processes x 32 samples x 2 views (views local), BN statistics of the global batch" in proc.stdout
 
 
 def test_streaming_imagefolder_matches_in_memory(tmp_path):
