@@ -178,3 +178,15 @@ def test_sync_batchnorm_conversion_keeps_split_bn_and_refuses_what_it_would_brea
     with pytest.raises(ConfigError, match="train.sync_bn: ghost BN"):
         cfg = resolve_config({"train": {"sync_bn": True, "ghost_bn": 8}})
         wrap_model(cfg, method, nn.Sequential(nn.BatchNorm2d(1)), torch.device("cpu"))
+
+
+def test_language_models_keep_their_copies_on_their_process():
+    from pathlib import Path
+
+    from batchaug.config import load_config
+    from batchaug.train.lm_run import prepare_lm_run
+
+    quick = Path(__file__).resolve().parents[1] / "configs" / "quick" / "ptb_lstm.yaml"
+    cfg = load_config(quick, ["train.view_placement=spread"])
+    with pytest.raises(ConfigError, match="train.view_placement: 'spread' deals image views"):
+        prepare_lm_run(cfg, None, torch.device("cpu"), False)

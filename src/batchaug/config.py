@@ -158,7 +158,7 @@ class TrainConfig:
     with its own views (``docs/distributed.md``)."""
     view_placement: Literal["local", "spread"] = "local"
     """Under torchrun, where the M views of a sample are made: ``local``, on the process that holds the
-    sample (the BA paper's local batch of B/N samples x M views); ``spread``, dealt over the processes
+    sample (each process: B/N samples x their M views); ``spread``, dealt over the processes
     (repeated augmentation as in DeiT / timm's RASampler), so each process's BatchNorm sees more distinct
     images. Same global batch, learning rate and steps per epoch; ``spread`` needs a views method
     (baseline, ba, ra)."""

@@ -4,12 +4,15 @@
   batchaug train --resume runs/ba                      continue an interrupted run from last.pt
   batchaug train CONFIG --sweep method.eta=0,1e-3,0.1 --out runs/eta
                                                        one run per value, in runs/eta/<key>=<value>/
+  batchaug train CONFIG --sweep method.m=2,4 --out runs/m --print
+                                                       print each point's command instead (SLURM, torchrun)
 
 Overrides may stand before or after the options (CONFIG --out DIR key=value works); later ones win.
 
 The run directory receives config.yaml (the fully resolved config), metrics.jsonl (one JSON object per
 evaluation), last.pt and best.pt (checkpoints), summary.json and, with tensorboard installed, events.
 Multi-GPU / multi-process: torchrun --nproc_per_node N -m batchaug train CONFIG --out DIR
+(docs/distributed.md: several nodes, SLURM, SyncBN, where the views live).
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep", action="append", default=[], metavar="key=v1,v2,...",
                         help="train once per value (repeatable: the grid of all combinations)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--print", dest="print_commands", action="store_true",
+                        help="print the command of every run (one line per --sweep point) instead of training: "
+                             "prefix them with torchrun/srun to launch them elsewhere")
 
 
 def _split_positionals(args: argparse.Namespace) -> tuple[str | None, list[str]]:
@@ -67,11 +73,32 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.out is None:
         raise ConfigError("--out DIR is required: where the run directory is written")
+    if args.print_commands:
+        for line in sweep_commands(config, overrides, args.sweep, args.out):
+            print(line)
+        return 0
     if not args.sweep:
         summary = train_run(resolve_config(raw), args.out)
         print(json.dumps(summary, indent=2))
         return 0
     return _run_sweep(raw, args.sweep, args.out)
+
+
+def sweep_commands(config: str, overrides: list[str], specs: list[str], out: Path) -> list[str]:
+    """One ``batchaug train`` command per sweep point (the run itself without ``--sweep``), each writing
+    the directory the sweep would: ``out/<key>=<value>,...``. Every point is validated first."""
+    import shlex
+
+    from batchaug.config import apply_overrides, load_yaml, resolve_config
+
+    raw = apply_overrides(load_yaml(config), overrides)
+    grid = _sweep_grid(specs) if specs else [[]]
+    lines = []
+    for combo in grid:
+        resolve_config(apply_overrides(raw, combo))
+        where = out / ",".join(combo).replace("/", "_") if combo else out
+        lines.append(shlex.join(["batchaug", "train", config, *overrides, *combo, "--out", str(where)]))
+    return lines
 
 
 def _sweep_grid(specs: list[str]) -> list[list[str]]:
