@@ -335,7 +335,7 @@ def test_out_of_memory_on_one_rank_stops_every_rank(ddp_runs):
     assert alone.startswith("OutOfMemoryError: out of memory at step 1 on rank 1 but not on every rank")
     assert "train.micro_batch" in alone
     other = (ddp_runs / "oom_alone_rank0.txt").read_text()  # waiting in the step's all-reduce: fails, not hangs
-    assert other != "finished" and other.startswith(("RuntimeError", "DistBackendError"))
+    assert other != "finished" and other.split(":")[0].endswith("Error")  # gloo: "connection closed by peer"
 
 
 @pytest.mark.parametrize("sc", RESUMED, ids=[s.name for s in RESUMED])

@@ -116,12 +116,25 @@ def broadcast_object(obj):
 
 
 def all_gather_object(obj: Any) -> list[Any]:
-    """Every rank's ``obj``, in rank order (``[obj]`` in one process); a collective: all ranks call it."""
+    """Every rank's ``obj``, in rank order (``[obj]`` in one process); a collective: all ranks call it.
+
+    Tensors inside ``obj`` (dicts, lists, tuples) travel on the CPU: unpickled as they are, another
+    rank's CUDA tensors would land on that rank's GPU and open a context there."""
     if world_size() <= 1:
         return [obj]
     out: list[Any] = [None] * world_size()
-    dist.all_gather_object(out, obj)
+    dist.all_gather_object(out, _on_cpu(obj))
     return out
+
+
+def _on_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _on_cpu(v) for k, v in obj.items()}
+    if type(obj) in (list, tuple):  # (not a NamedTuple, whose constructor takes fields)
+        return type(obj)(_on_cpu(v) for v in obj)
+    return obj
 
 
 def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
