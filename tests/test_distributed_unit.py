@@ -157,6 +157,15 @@ def test_sync_batchnorm_is_a_batchnorm_in_one_process():
     torch.testing.assert_close(model[:3](x), ref[:3](x))
 
 
+def test_a_model_that_trains_on_cuda_gets_pytorchs_own_sync_batchnorm():
+    ref = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    bn = ref[1]
+    model = convert_sync_batchnorm(ref, device="cuda")  # the conversion needs no GPU
+    assert type(model[1]) is nn.SyncBatchNorm
+    assert model[1].weight is bn.weight and model[1].running_var is bn.running_var  # shared, not copied
+    assert model.state_dict().keys() == nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).state_dict().keys()
+
+
 def test_sync_batchnorm_conversion_keeps_split_bn_and_refuses_what_it_would_break():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     split = convert_sync_batchnorm(convert_split_bn(net))

@@ -4,6 +4,7 @@ A method is a small object that says (a) how a batch becomes model inputs and (b
 outputs become a loss and metrics. The trainer knows no method by name: it calls
 
     method.prepare_model(model)             once, before the optimizer is built (layer swaps, hooks)
+    method.spread_views()                   once, only with train.view_placement: spread (one view per row)
     method.begin_step(step, epoch)          once per optimizer step (e.g. SBA's Bernoulli draw)
     batch = method.make_batch(inputs, targets, generator)
     for chunk in batch.chunks(n):           micro-batching; n == 1 unless B*views does not fit
