@@ -199,3 +199,34 @@ def test_language_models_keep_their_copies_on_their_process():
     cfg = load_config(quick, ["train.view_placement=spread"])
     with pytest.raises(ConfigError, match="train.view_placement: 'spread' deals image views"):
         prepare_lm_run(cfg, None, torch.device("cpu"), False)
+
+
+def test_a_sweep_keeps_one_process_group_for_all_its_runs(monkeypatch):
+    """``joined`` leaves a group it did not join alone (a run inside a sweep), and leaves its own on exit:
+    cleanly, or after an error without waiting for ranks that may never come."""
+    calls: list = []
+    joined_now = {"on": False}
+    monkeypatch.setattr(dist, "is_initialized", lambda: joined_now["on"])
+
+    def init(device):
+        calls.append("init")
+        joined_now["on"] = True
+        return True
+
+    def leave(*, wait_for_others=True):
+        calls.append(f"shutdown(wait={wait_for_others})")
+        joined_now["on"] = False
+
+    monkeypatch.setattr(dist_utils, "init_from_env", init)
+    monkeypatch.setattr(dist_utils, "shutdown", leave)
+    monkeypatch.setattr(dist_utils, "world_size", lambda: 2)
+    cpu = torch.device("cpu")
+    with dist_utils.joined(cpu) as outer:
+        for _ in range(2):  # two sweep points
+            with dist_utils.joined(cpu) as inner:
+                assert inner is True
+    assert outer is True and calls == ["init", "shutdown(wait=True)"]
+    calls.clear()
+    with pytest.raises(KeyError), dist_utils.joined(cpu):
+        raise KeyError("a rank failed")
+    assert calls == ["init", "shutdown(wait=False)"]

@@ -13,8 +13,10 @@ group, whose collectives may be half done when memory runs out.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -40,6 +42,17 @@ def rank() -> int:
 
 def is_main() -> bool:
     return rank() == 0
+
+
+def launch_rank() -> int:
+    """This process's global rank as torchrun's ``RANK`` gives it (0 when not launched by it): known before
+    the process group is joined and after it is left, so a command can print from one process only."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def launch_world_size() -> int:
+    """Processes of the launch as torchrun's ``WORLD_SIZE`` gives it (1 when not launched by it)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def local_rank() -> int:
@@ -90,7 +103,7 @@ def init_from_env(device: torch.device) -> bool:
     which GPU is this rank's (``device_id``), so no rank creates a context on GPU 0; gloo otherwise,
     so multi-process runs also work on the CPU. Returns True when running distributed.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+    if launch_world_size() <= 1 or not dist.is_available():
         return False
     if not dist.is_initialized():
         if device.type == "cuda":
@@ -99,6 +112,25 @@ def init_from_env(device: torch.device) -> bool:
         else:
             dist.init_process_group(backend="gloo")
     return True
+
+
+@contextlib.contextmanager
+def joined(device: torch.device) -> Iterator[bool]:
+    """The process group for a piece of work (a run, a sweep of runs): joined from the environment on
+    entry (:func:`init_from_env`; yields whether distributed) and left on exit, cleanly or, after an
+    error, without waiting for the others. A group that was joined already (by an enclosing ``joined``,
+    or the caller) is left alone: a sweep under torchrun keeps one group for all its runs, because a
+    group joined again on the same torchrun store can find the previous group's stale addresses there."""
+    if dist.is_available() and dist.is_initialized():
+        yield world_size() > 1
+        return
+    distributed = init_from_env(device)
+    try:
+        yield distributed
+    except BaseException:
+        shutdown(wait_for_others=False)
+        raise
+    shutdown()
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

@@ -391,30 +391,27 @@ def _get(d: dict[str, Any], key: str) -> Any:
 def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
     """Train ``cfg`` into ``out_dir`` following the run-directory contract; returns the run summary."""
     out = Path(out_dir)
-    dist_utils.init_from_env(resolve_device(cfg.train.device))  # before any rank decides it is the main one
-    if dist_utils.is_main():
-        out.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            stale = [p for p in ("metrics.jsonl", "last.pt", "best.pt") if (out / p).exists()]
-            if stale:
-                raise ConfigError(f"--out {out} already holds a run ({', '.join(stale)}); "
-                                  "use --resume to continue it or choose another directory")
-        (out / "config.yaml").write_text(dump_config(cfg))
-    try:
+    with dist_utils.joined(resolve_device(cfg.train.device)):  # before any rank decides it is the main one
+        if dist_utils.is_main():
+            out.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                stale = [p for p in ("metrics.jsonl", "last.pt", "best.pt") if (out / p).exists()]
+                if stale:
+                    raise ConfigError(f"--out {out} already holds a run ({', '.join(stale)}); "
+                                      "use --resume to continue it or choose another directory")
+            (out / "config.yaml").write_text(dump_config(cfg))
         run = prepare_run(cfg, out, resume=resume)
         if dist_utils.is_main():
             print(describe_run(run), flush=True)
         run.trainer.fit()
         if run.finish is not None and dist_utils.is_main():
             run.finish(out)
-        summary = summarize(out)
-        if dist_utils.is_main():
+        summary = None
+        if dist_utils.is_main():  # the one writer reads its own finished files; the others get its summary
+            summary = summarize(out)
             (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    except BaseException:
-        dist_utils.shutdown(wait_for_others=False)
-        raise
-    del run  # release the DDP reducer (and its gloo/NCCL work) before the process group goes
-    dist_utils.shutdown()
+        summary = dist_utils.broadcast_object(summary)
+        del run  # release the DDP reducer (and its gloo/NCCL work) before the process group goes
     return summary
 
 
