@@ -14,6 +14,7 @@ by an exception) and ends with one rank running out of memory alone, which must 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -235,6 +236,10 @@ def _first_launch(rank: int, out: Path) -> None:
         else:
             assert trainer.writer is None  # only rank 0 writes the run directory
     _views_differ_between_ranks(rank, out)
+    if rank == 0:
+        torch.save(_sharded_evaluation(), out / "evaluation.pt")
+    else:
+        _sharded_evaluation()
     with pytest.raises(_Stop):
         _trainer(SBA_STOPPED, out / SBA_STOPPED.name, stop=_StopAt(SBA_STOPPED.kill_at, kill=False)).fit()
     dist.barrier()
@@ -256,6 +261,19 @@ def _views_differ_between_ranks(rank: int, out: Path) -> None:
     dist.all_gather(gathered, views)
     if rank == 0:
         torch.save({"views": gathered}, out / "views.pt")
+
+
+def _sharded_evaluation() -> dict[str, float]:
+    """Validation and test figures of a fixed model on 23 and 9 images: 12 + 11 and 5 + 4 rows over two
+    ranks, one row fewer on rank 1 and batches of 5 that end mid-shard; the sums are all-reduced."""
+    from batchaug.train.validation import ClassificationValidation
+
+    images, targets = _data()
+    model = _model(bn=True).eval()
+    method = build_method({"name": "baseline"}, _context())
+    validation = ClassificationValidation(images[:23], targets[:23], 5, test_images=images[30:39],
+                                          test_targets=targets[30:39])
+    return validation(model, method, device=CPU, autocast=contextlib.nullcontext)
 
 
 def _second_launch(rank: int, out: Path) -> None:
@@ -351,3 +369,11 @@ def test_two_ranks_draw_different_views_of_the_same_images(ddp_runs):
     assert not torch.equal(views[0], views[1])
     # and each rank's own rows are different views too (crop/flip/... drawn per view)
     assert not torch.equal(views[0][0], views[0][1])
+
+
+def test_sharded_evaluation_equals_evaluating_every_image_in_one_process(ddp_runs):
+    got = torch.load(ddp_runs / "evaluation.pt", weights_only=False)
+    want = _sharded_evaluation()
+    assert got.keys() == want.keys() == {"val_loss", "val_acc", "test_loss", "test_acc"}
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
