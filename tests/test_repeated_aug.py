@@ -133,3 +133,14 @@ def test_sampler_errors_say_what_to_change():
         RepeatedAugSampler(range(10), 2, 16, num_replicas=2)
     with pytest.raises(ConfigError, match="transform must be callable"):
         RepeatedAugCollate("flip", 2)
+
+
+def test_sampler_takes_its_replica_from_the_process_group(monkeypatch):
+    import torch.distributed as dist
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    s = RepeatedAugSampler(range(22), 2, 8, seed=3)
+    assert (s.num_replicas, s.rank) == (2, 1)
+    assert list(s) == list(RepeatedAugSampler(range(22), 2, 8, seed=3, num_replicas=2, rank=1))
