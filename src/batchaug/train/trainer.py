@@ -438,9 +438,12 @@ class Trainer:
                     if is_best:
                         self.state.best = record[key]
                     self.meter.reset()
-                    self._save("last.pt")
+                    # best.pt first: a run killed between the two resumes from the previous last.pt and
+                    # redoes this interval; killed the other way round, its last.pt would already count
+                    # this evaluation as the best while best.pt still held the one before
                     if is_best:
                         self._save("best.pt")
+                    self._save("last.pt")
                     interval_start = time.perf_counter()
                     interval_views = interval_samples = 0
         finally:
