@@ -158,3 +158,13 @@ def test_print_config_applies_an_override_after_an_option(capsys: pytest.Capture
     printed = capsys.readouterr().out
     train_section = printed[printed.index("\ntrain:"):]
     assert "\n  max_steps: 7\n" in train_section
+
+
+def test_train_print_gives_one_command_per_sweep_point_and_trains_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "m"
+    assert main(["train", QUICK, "method.name=ba", "--sweep", "method.m=2,4", "--out", str(out), "--print"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"batchaug train {QUICK} method.name=ba method.m={m} --out {out}/method.m={m}" for m in (2, 4)]
+    assert not out.exists()
+    assert main(["train", QUICK, "--sweep", "method.m=2,x", "--out", str(out), "--print"]) == 2  # checked first

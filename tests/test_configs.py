@@ -43,7 +43,8 @@ from batchaug.config import (
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 PAPER = REPO / "configs" / "paper"
-DOCS = [REPO / "docs" / "ba.md", REPO / "docs" / "configs.md", REPO / "docs" / "darts.md", REPO / "docs" / "lstm.md"]
+DOCS = [REPO / "docs" / "ba.md", REPO / "docs" / "configs.md", REPO / "docs" / "darts.md", REPO / "docs" / "lstm.md",
+        REPO / "docs" / "distributed.md"]
 
 # file -> (model, M, policy, data.kind): Table 1's M for its rows (ba_cifar10_densenet100_12 and
 # ba_cifar100_resnet44 are no rows: M of the network's row), as each file's paper block records it.
@@ -88,6 +89,9 @@ def _header(path: Path) -> list[str]:
     return lines
 
 
+_SHELL_OPERATORS = {">", ">>", "<", "|", "||", "&&", ";", "&", "2>&1"}
+
+
 def _train_commands(lines: list[str]) -> list[list[str]]:
     """Argument lists following ``batchaug train`` in ``lines`` (backslash continuations joined)."""
     joined, buf = [], ""
@@ -108,7 +112,8 @@ def _train_commands(lines: list[str]) -> list[list[str]]:
     commands = []
     for text in joined:
         tokens = shlex.split(text[text.index("batchaug train ") + len("batchaug train "):])
-        commands.append(tokens)
+        ends = [i for i, tok in enumerate(tokens) if tok in _SHELL_OPERATORS]  # `... --print > points.txt`
+        commands.append(tokens[:ends[0]] if ends else tokens)
     return commands
 
 
@@ -318,7 +323,7 @@ def test_every_schema_key_is_documented():
     text = (REPO / "docs" / "configs.md").read_text()
     keys = [f"{section}.{f.name}"
             for section, cls in zip(("data", "model", "optim", "train", "eval"),
-                                    (DataConfig, ModelConfig, OptimConfig, TrainConfig, EvalConfig))
+                                    (DataConfig, ModelConfig, OptimConfig, TrainConfig, EvalConfig), strict=True)
             for f in dataclasses.fields(cls)]
     keys += [f"method.{f.name}" for cls in (BaselineOptions, BAOptions, RAOptions) for f in dataclasses.fields(cls)]
     keys += ["seed", "base", "method.name", "paper"]

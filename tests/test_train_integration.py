@@ -109,7 +109,7 @@ def test_resume_after_kill_matches_uninterrupted_run(cifar_zip, tmp_path):
     subprocess.run(_cli("train", "--resume", str(killed)), check=True, env=env, capture_output=True)
     a, b = read_metrics(full), read_metrics(killed)
     assert [r["step"] for r in a] == [r["step"] for r in b] == [6, 12, 18, 24]
-    for ra, rb in zip(a, b):
+    for ra, rb in zip(a, b, strict=True):
         for key in ("train_loss", "val_loss", "val_acc", "grad_norm", "lr", "images_seen"):
             assert ra[key] == pytest.approx(rb[key], rel=1e-5, abs=1e-7), (key, ra, rb)
     sa = torch.load(full / "last.pt", weights_only=True)["model"]
@@ -119,18 +119,31 @@ def test_resume_after_kill_matches_uninterrupted_run(cifar_zip, tmp_path):
 
 
 def test_torchrun_two_cpu_processes(cifar_zip, tmp_path):
-    """DDP on the gloo backend: two processes share each batch and write one run directory."""
+    """DDP on the gloo backend through torchrun, one launch for a sweep of the two view placements (the
+    views of a sample on its process, or spread over both): two processes share each batch (BN statistics
+    synchronized), and rank 0 alone writes each run directory and reports."""
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "batchaug", "train", *_args(cifar_zip, "method.name=ba", "method.m=2", "train.max_steps=6",
                                               "train.eval_every=3", "data.subset=512", "data.val_subset=200",
-                                              "train.device=cpu"), "--out", str(out)]
+                                              "train.device=cpu", "train.sync_bn=true"),
+           "--sweep", "train.view_placement=local,spread", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    records = read_metrics(out)
-    assert [r["step"] for r in records] == [3, 6]
-    assert records[-1]["images_seen"] == 6 * 64
+    for placement, layout in [("local", "2 processes x 32 samples x 2 views (views local)"),
+                              ("spread", "2 processes x 64 views of up to 64 distinct samples (views spread)")]:
+        run = out / f"train.view_placement={placement}"
+        records = read_metrics(run)
+        assert [r["step"] for r in records] == [3, 6]
+        assert records[-1]["images_seen"] == 6 * 64
+        assert f"{layout}, BN statistics of the global batch" in proc.stdout
+        assert proc.stdout.count(f"== sweep point train.view_placement={placement}") == 1  # rank 0 reports
+        ckpt = torch.load(run / "last.pt", weights_only=False, map_location="cpu")
+        assert len(ckpt["ranks"]) == 2  # every process's RNG and method state, for an exact --resume
+    points = json.loads((out / "sweep.json").read_text())
+    assert [p["overrides"]["train.view_placement"] for p in points] == ["local", "spread"]
+    assert all(p["steps"] == 6 for p in points)
 
 
 def test_streaming_imagefolder_matches_in_memory(tmp_path):
@@ -153,7 +166,7 @@ def test_streaming_imagefolder_matches_in_memory(tmp_path):
     assert main([*common, "data.in_memory=false", "--out", str(tmp_path / "stream")]) == 0
     a, b = read_metrics(tmp_path / "mem"), read_metrics(tmp_path / "stream")
     assert len(a) == len(b) == 2
-    for ra, rb in zip(a, b):
+    for ra, rb in zip(a, b, strict=True):
         assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-5)
         assert ra["val_acc"] == pytest.approx(rb["val_acc"])
 

@@ -154,6 +154,16 @@ class TrainConfig:
     an out-of-memory error."""
     ghost_bn: int | None = option(None, ge=1)
     """Replace every BatchNorm with GhostBatchNorm over virtual batches of this many views."""
+    sync_bn: bool = False
+    """Under torchrun, compute BatchNorm statistics over the global batch (every process's views): every
+    BatchNorm becomes a SyncBatchNorm, split BNs synchronize each split. Off: each process normalizes
+    with its own views (``docs/distributed.md``)."""
+    view_placement: Literal["local", "spread"] = "local"
+    """Under torchrun, where the M views of a sample are made: ``local``, on the process that holds the
+    sample (each process: B/N samples x their M views); ``spread``, dealt over the processes
+    (repeated augmentation as in DeiT / timm's RASampler), so each process's BatchNorm sees more distinct
+    images. Same global batch, learning rate and steps per epoch; ``spread`` needs a views method
+    (baseline, ba, ra)."""
     progress: bool = True
     tensorboard: bool = True
     """Write TensorBoard events when tensorboard is installed (false drops it from ``loggers``)."""

@@ -4,12 +4,15 @@
   batchaug train --resume runs/ba                      continue an interrupted run from last.pt
   batchaug train CONFIG --sweep method.eta=0,1e-3,0.1 --out runs/eta
                                                        one run per value, in runs/eta/<key>=<value>/
+  batchaug train CONFIG --sweep method.m=2,4 --out runs/m --print
+                                                       print each point's command instead (SLURM, torchrun)
 
 Overrides may stand before or after the options (CONFIG --out DIR key=value works); later ones win.
 
 The run directory receives config.yaml (the fully resolved config), metrics.jsonl (one JSON object per
 evaluation), last.pt and best.pt (checkpoints), summary.json and, with tensorboard installed, events.
 Multi-GPU / multi-process: torchrun --nproc_per_node N -m batchaug train CONFIG --out DIR
+(docs/distributed.md: several nodes, SLURM, SyncBN, where the views live).
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep", action="append", default=[], metavar="key=v1,v2,...",
                         help="train once per value (repeatable: the grid of all combinations)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--print", dest="print_commands", action="store_true",
+                        help="print the command of every run (one line per --sweep point) instead of training: "
+                             "prefix them with torchrun/srun to launch them elsewhere")
 
 
 def _split_positionals(args: argparse.Namespace) -> tuple[str | None, list[str]]:
@@ -57,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         raw = apply_overrides(load_yaml(run_dir / "config.yaml"), overrides)
         cfg = resolve_config(raw)
         summary = train_run(cfg, run_dir, resume=True)
-        print(json.dumps(summary, indent=2))
+        _print_summary(summary)
         return 0
     if config is None:
         raise ConfigError("give a config file (e.g. configs/quick/cifar10_resnet20.yaml) or --resume DIR")
@@ -67,11 +73,45 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.out is None:
         raise ConfigError("--out DIR is required: where the run directory is written")
+    if args.print_commands:
+        for line in sweep_commands(config, overrides, args.sweep, args.out):
+            print(line)
+        return 0
     if not args.sweep:
         summary = train_run(resolve_config(raw), args.out)
-        print(json.dumps(summary, indent=2))
+        _print_summary(summary)
         return 0
     return _run_sweep(raw, args.sweep, args.out)
+
+
+def _is_first_process() -> bool:
+    """Whether this is torchrun's rank 0 (or no torchrun): the one process that reports, as it is the one
+    that writes the run directory."""
+    from batchaug.train.distributed import launch_rank
+
+    return launch_rank() == 0
+
+
+def _print_summary(summary: dict) -> None:
+    if _is_first_process():
+        print(json.dumps(summary, indent=2))
+
+
+def sweep_commands(config: str, overrides: list[str], specs: list[str], out: Path) -> list[str]:
+    """One ``batchaug train`` command per sweep point (the run itself without ``--sweep``), each writing
+    the directory the sweep would: ``out/<key>=<value>,...``. Every point is validated first."""
+    import shlex
+
+    from batchaug.config import apply_overrides, load_yaml, resolve_config
+
+    raw = apply_overrides(load_yaml(config), overrides)
+    grid = _sweep_grid(specs) if specs else [[]]
+    lines = []
+    for combo in grid:
+        resolve_config(apply_overrides(raw, combo))
+        where = out / ",".join(combo).replace("/", "_") if combo else out
+        lines.append(shlex.join(["batchaug", "train", config, *overrides, *combo, "--out", str(where)]))
+    return lines
 
 
 def _sweep_grid(specs: list[str]) -> list[list[str]]:
@@ -89,19 +129,28 @@ def _sweep_grid(specs: list[str]) -> list[list[str]]:
 
 def _run_sweep(raw: dict, specs: list[str], out: Path) -> int:
     from batchaug.config import apply_overrides, parse_override, resolve_config
-    from batchaug.train.run import train_run
+    from batchaug.train.distributed import joined, launch_world_size
+    from batchaug.train.run import resolve_device, train_run
 
     grid = _sweep_grid(specs)
     configs = []
     for combo in grid:  # validate every point before training any
         configs.append((combo, resolve_config(apply_overrides(raw, combo))))
+    devices = {str(resolve_device(cfg.train.device)) for _, cfg in configs}
+    if len(devices) > 1 and launch_world_size() > 1:  # under torchrun the points share one process group
+        raise ConfigError(f"--sweep: the points train on different devices ({', '.join(sorted(devices))}); "
+                          "sweep train.device in separate commands")
     results = []
-    for combo, cfg in configs:
-        name = ",".join(combo).replace("/", "_")
-        print(f"== sweep point {name}")
-        summary = train_run(cfg, out / name)
-        results.append({"overrides": {c.split("=", 1)[0]: parse_override(c)[1]
-                                      for c in combo}, "run_dir": str(out / name), **summary})
+    with joined(resolve_device(configs[0][1].train.device)):  # one process group for every point (torchrun)
+        for combo, cfg in configs:
+            name = ",".join(combo).replace("/", "_")
+            if _is_first_process():
+                print(f"== sweep point {name}", flush=True)
+            summary = train_run(cfg, out / name)
+            results.append({"overrides": {c.split("=", 1)[0]: parse_override(c)[1]
+                                          for c in combo}, "run_dir": str(out / name), **summary})
+    if not _is_first_process():  # under torchrun: rank 0 writes sweep.json and the table
+        return 0
     (out / "sweep.json").write_text(json.dumps(results, indent=2) + "\n")
     keys = [c.split("=", 1)[0] for c in grid[0]]
     print("\t".join(keys + ["final_val_acc", "median_last5_val_acc", "best_val_acc"]))

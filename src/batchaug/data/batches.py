@@ -2,7 +2,10 @@
 
 :class:`EpochBatchSampler` is the order: epoch ``e`` is a permutation drawn from ``(seed, e)`` and
 step ``s`` takes positions ``[p·B, (p+1)·B)`` of its epoch (the last incomplete batch of an epoch is
-dropped); under ``torchrun`` each rank takes rows ``rank::world`` of that global batch. It is a
+dropped); under ``torchrun`` each rank takes rows ``rank::world`` of that global batch. With
+``repeats=M`` every sample of the global batch stands M times in a row before the rows are dealt, so
+the M copies of a sample go to different ranks (repeated augmentation as in DeiT / timm's ``RASampler``:
+``train.view_placement: spread``). It is a
 function of the step alone, so a resumed run needs nothing but the step to draw exactly the
 batches of an uninterrupted one, and it is a ``batch_sampler`` any ``DataLoader`` accepts.
 
@@ -44,10 +47,12 @@ class EpochBatchSampler:
         seed: the run's seed; epoch ``e``'s order is ``randperm`` from a generator seeded by ``(seed, e)``.
         world, rank: the processes sharing each step, and which one this is (rows ``rank::world``).
         start, stop: the steps ``__iter__`` yields (``stop=None``: endless).
+        repeats: rows per sample in the global batch (``B·repeats`` rows, each sample's adjacent) before
+            they are dealt over the processes.
     """
 
     def __init__(self, num_samples: int, batch_size: int, seed: int = 0, *, world: int = 1, rank: int = 0,
-                 start: int = 0, stop: int | None = None) -> None:
+                 start: int = 0, stop: int | None = None, repeats: int = 1) -> None:
         if num_samples < 1:
             raise ConfigError(f"batches: there are no training samples (num_samples={num_samples})")
         if not 1 <= batch_size <= num_samples:
@@ -55,10 +60,14 @@ class EpochBatchSampler:
                               f"training images (data.subset); it must be between 1 and {num_samples}")
         if world < 1 or not 0 <= rank < world:
             raise ConfigError(f"batches: rank {rank} of {world} processes is not a valid rank")
-        if batch_size % world:
-            raise ConfigError(f"train.batch_size: {batch_size} is not divisible by the {world} processes")
+        if repeats < 1:
+            raise ConfigError(f"batches: repeats must be >= 1, got {repeats}")
+        if (batch_size * repeats) % world:
+            what = f"{batch_size}" + (f" samples x {repeats} views = {batch_size * repeats} rows" if repeats > 1
+                                      else "")
+            raise ConfigError(f"train.batch_size: {what} is not divisible by the {world} processes")
         self.num_samples, self.batch_size, self.seed = int(num_samples), int(batch_size), int(seed)
-        self.world, self.rank = int(world), int(rank)
+        self.world, self.rank, self.repeats = int(world), int(rank), int(repeats)
         self.start, self.stop = int(start), stop
         self._perm: tuple[int, str, Tensor] | None = None  # (epoch, device, permutation) of the last epoch used
 
@@ -81,6 +90,8 @@ class EpochBatchSampler:
         """This rank's sample indices of step ``step`` (int64, on ``device``)."""
         epoch, pos = divmod(int(step), self.steps_per_epoch)
         idx = self.epoch_permutation(epoch, device)[pos * self.batch_size:(pos + 1) * self.batch_size]
+        if self.repeats > 1:
+            idx = idx.repeat_interleave(self.repeats)
         return idx[self.rank::self.world] if self.world > 1 else idx
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -97,7 +108,7 @@ class EpochBatchSampler:
     def state_dict(self) -> dict[str, Any]:
         """What the order depends on besides the step; a resume checks it is unchanged."""
         return {"num_samples": self.num_samples, "batch_size": self.batch_size, "seed": self.seed,
-                "world": self.world}
+                "world": self.world, "repeats": self.repeats}
 
     def check_state(self, state: dict[str, Any]) -> None:
         """Raise ConfigError when ``state`` (from a checkpoint) describes a different order."""
@@ -167,7 +178,8 @@ class StepBatches:
         from batchaug.data.loader import collate_uint8
 
         order = EpochBatchSampler(self.sampler.num_samples, self.sampler.batch_size, self.sampler.seed,
-                                  world=self.sampler.world, rank=self.sampler.rank, start=start, stop=stop)
+                                  world=self.sampler.world, rank=self.sampler.rank, start=start, stop=stop,
+                                  repeats=self.sampler.repeats)
         loader = DataLoader(self.images, batch_sampler=order, num_workers=self.num_workers,
                             collate_fn=collate_uint8, pin_memory=self.device.type == "cuda")
         for step, (images, targets) in zip(range(start, stop), loader):

@@ -4,6 +4,7 @@ A method is a small object that says (a) how a batch becomes model inputs and (b
 outputs become a loss and metrics. The trainer knows no method by name: it calls
 
     method.prepare_model(model)             once, before the optimizer is built (layer swaps, hooks)
+    method.spread_views()                   once, only with train.view_placement: spread (one view per row)
     method.begin_step(step, epoch)          once per optimizer step (e.g. SBA's Bernoulli draw; again,
                                             from the same state, when a step is retried after an OOM)
     batch = method.make_batch(inputs, targets, generator)
@@ -189,6 +190,15 @@ class Method(abc.ABC):
     def views_per_sample(self) -> int:
         """Network inputs per training sample (for images/s and micro-batch sizing)."""
         return 1
+
+    def spread_views(self) -> None:
+        """From now on make one view per input row: the batch source repeats every sample
+        ``views_per_sample`` times and deals the copies over the processes (``train.view_placement:
+        spread``), so the M views of a sample are made on different ranks. Only a method whose views are
+        independent draws of one policy can; the default raises ConfigError."""
+        raise ConfigError(f"train.view_placement: 'spread' needs a method whose views of a sample are independent "
+                          f"draws of one policy (baseline, ba, ra); {self.name!r} keeps its views together: use "
+                          "train.view_placement=local")
 
     # -- one step -------------------------------------------------------------------------------
     def begin_step(self, step: int, epoch: int) -> None:

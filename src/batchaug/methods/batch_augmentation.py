@@ -17,11 +17,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
+from batchaug.errors import ConfigError
 from batchaug.methods.base import LossOutput, MethodBatch, MethodContext, Regime
 from batchaug.methods.views import ViewsMethod, ViewsOptions
 from batchaug.nn.bn_utils import frozen_bn_stats
+from batchaug.nn.wrappers import unwrap
 from batchaug.schema import option
 
 
@@ -76,8 +79,17 @@ class BatchAugmentation(ViewsMethod):
         return self.options.m
 
     @property
-    def views_per_sample(self) -> int:
+    def sample_views(self) -> int:
         return self.options.m
+
+    def spread_views(self) -> None:
+        """One view per row, the M views of a sample made on different processes; the options that need
+        a sample's M views side by side cannot follow them there."""
+        for key in ("average_outputs", "adapt_grad_norm"):
+            if getattr(self.options, key) and self.m > 1:
+                raise ConfigError(f"method.{key}: needs the M views of a sample on one process; unset it or use "
+                                  "train.view_placement=local")
+        super().spread_views()
 
     def _describe_parts(self) -> list[str]:
         return [f"M={self.m} views per sample"]
@@ -90,7 +102,7 @@ class BatchAugmentation(ViewsMethod):
         """The loss of one set of logits against ``target`` (labels or soft targets of the views): the
         cross-entropy over the views, or of the per-sample mean logits with ``average_outputs``. The
         main logits and every auxiliary head's go through it."""
-        m = self.m
+        m = self.views_per_sample
         if not (self.options.average_outputs and m > 1):
             return lambda logits: self.cross_entropy(logits, target)
         per_target = target[::m] if target.dim() == 1 else target.view(-1, m, target.shape[-1]).mean(1)
@@ -118,14 +130,18 @@ class BatchAugmentation(ViewsMethod):
         :func:`frozen_bn_stats`, so the probe changes neither the step's gradient nor BN running statistics.
         The single copy is the first view of every sample; its BN statistics are computed on B views
         instead of B·M, which is exactly the single-copy training step being imitated.
+
+        Under torchrun both gradients are averaged over the processes before their norms are taken (the
+        step's gradient is the ranks' mean, which ``autograd.grad`` does not see: it bypasses DDP's
+        hooks), so every rank gets the same ratio, that of the global batch. All ranks probe the same steps.
         """
-        params = [p for p in model.parameters() if p.requires_grad]
-        with frozen_bn_stats(model):
-            g_all = torch.autograd.grad(self._plain_loss(model, x, y), params, allow_unused=True)
+        net = unwrap(model)  # the probe's gradients are reduced below, not by DDP
+        params = [p for p in net.parameters() if p.requires_grad]
+        with frozen_bn_stats(net):
+            g_all = torch.autograd.grad(self._plain_loss(net, x, y), params, allow_unused=True)
             one = slice(None, None, self.m)
-            g_one = torch.autograd.grad(self._plain_loss(model, x[one], y[one]), params, allow_unused=True)
-        norm_all = _global_norm(g_all)
-        norm_one = _global_norm(g_one)
+            g_one = torch.autograd.grad(self._plain_loss(net, x[one], y[one]), params, allow_unused=True)
+        norm_all, norm_one = _process_mean_norms(params, g_all, g_one)
         if norm_all > 0 and math.isfinite(norm_one / norm_all):
             ratio = norm_one / norm_all
             mom = self.options.adapt_momentum if self._step > 0 else 0.0
@@ -163,9 +179,15 @@ class RegimeAdaptation(ViewsMethod):
         return Regime(batch_multiplier=m, epoch_multiplier=float(m), lr_multiplier=lr_mult)
 
 
-def _global_norm(grads: tuple[Tensor | None, ...]) -> float:
-    sq = [g.detach().float().pow(2).sum() for g in grads if g is not None]
-    return float(torch.stack(sq).sum().sqrt()) if sq else 0.0
+def _process_mean_norms(params: list[Tensor], *grad_sets: tuple[Tensor | None, ...]) -> list[float]:
+    """The L2 norm of each set of gradients of ``params`` (None: unused, zero), each first averaged over
+    the processes when ``torch.distributed`` runs several: the norm of the gradient the step applies."""
+    flat = torch.stack([torch.cat([(g if g is not None else torch.zeros_like(p)).detach().float().flatten()
+                                   for p, g in zip(params, grads, strict=True)]) for grads in grad_sets])
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(flat)  # one call for all sets
+        flat /= dist.get_world_size()
+    return torch.linalg.vector_norm(flat, dim=1).tolist()
 
 
 __all__ = ["BAOptions", "Baseline", "BaselineOptions", "BatchAugmentation", "RAOptions", "RegimeAdaptation"]

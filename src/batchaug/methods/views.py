@@ -85,13 +85,26 @@ class ViewsMethod(Method):
 
     def __init__(self, options: Any, context: MethodContext) -> None:
         super().__init__(options, context)
+        self.views_spread = False
         self.augmenter = build_view_augmenter(options.policy, self.views_per_sample, context)
         self.transform: BatchTransform | None = build_batch_transform(options.mix, options.mix_alpha,
                                                                       options.mix_prob)
 
     @property
-    def views_per_sample(self) -> int:
+    def sample_views(self) -> int:
+        """The method's views of each sample (BA's M); 1 for the baseline and RA."""
         return 1
+
+    @property
+    def views_per_sample(self) -> int:
+        """Views made of each input row: :attr:`sample_views`, or 1 once the views are spread over the
+        processes (:meth:`spread_views`: the rows are then the repeated samples)."""
+        return 1 if self.views_spread else self.sample_views
+
+    def spread_views(self) -> None:
+        """One view per input row from now on (``train.view_placement: spread``)."""
+        self.views_spread = True
+        self.augmenter = build_view_augmenter(self.options.policy, 1, self.context)
 
     def describe(self) -> str:
         parts = [f"policy {self.options.policy}"]

@@ -1,4 +1,5 @@
-"""Layers: split BatchNorms (main/auxiliary statistics), ghost BatchNorm, BatchNorm bookkeeping helpers."""
+"""Layers: split BatchNorms (main/auxiliary statistics), ghost BatchNorm, SyncBatchNorm on every backend,
+BatchNorm bookkeeping helpers."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from batchaug.nn.split_bn import (
     set_route,
     split_batchnorms,
 )
+from batchaug.nn.sync_bn import SyncBatchNorm, convert_sync_batchnorm
 
 # Ghost BN lives in its own module; it is imported on first use so this package never depends on it.
 _LAZY = {name: "batchaug.nn.ghost_bn" for name in
@@ -48,8 +50,10 @@ __all__ = [
     "SplitBatchNorm1d",
     "SplitBatchNorm2d",
     "SplitBatchNorm3d",
+    "SyncBatchNorm",
     "convert_ghost_bn",
     "convert_split_bn",
+    "convert_sync_batchnorm",
     "convert_sync_split_bn",
     "count_batchnorms",
     "export_aux",

@@ -105,6 +105,9 @@ def prepare_lm_run(cfg: RunConfig, out_dir: str | Path | None, device: torch.dev
     from batchaug.train.run import PreparedRun, schedule_of, warn_if_schedule_changed, wrap_model
 
     d, t = cfg.data, cfg.train
+    if t.view_placement != "local":
+        raise ConfigError("train.view_placement: 'spread' deals image views over the processes; a token stream's "
+                          "copies of a column carry one hidden state and stay on its process: use local")
     corpus = load_text_corpus(cfg)
     vocab = len(corpus.vocab)
     train_ids = corpus["train"][: d.subset] if d.subset is not None else corpus["train"]

@@ -13,7 +13,7 @@ import re
 import statistics
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +35,11 @@ from batchaug.train.trainer import Trainer, TrainerSettings
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available (this rank's GPU under torchrun), else CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", dist_utils.local_rank() % torch.cuda.device_count())
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"train.device: {name!r} is not a device; use auto, cpu, cuda or cuda:N") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device: {name!r} requested but CUDA is not available; use cpu or auto")
-    return device
+    """This process's device for ``train.device`` ``name``: ``auto`` -> CUDA when available, else CPU;
+    under torchrun ``auto`` and ``cuda`` take GPU ``LOCAL_RANK`` (:func:`.distributed.process_device`)."""
+    cuda_count = torch.cuda.device_count() if name != "cpu" and torch.cuda.is_available() else 0
+    return dist_utils.process_device(name, cuda_count=cuda_count, local_rank=dist_utils.local_rank(),
+                                     local_world=dist_utils.local_world_size())
 
 
 @dataclass
@@ -217,6 +210,8 @@ class RunPlan:
     lr: float
     eval_every: int | None
     """None: evaluate at the end of every epoch (language models, whose epochs vary in steps)."""
+    sample_repeats: int = 1
+    """Rows per sample dealt over the processes (``train.view_placement: spread``: the method's M)."""
 
 
 def plan_run(cfg: RunConfig, regime: Regime, num_train: int, world: int = 1) -> RunPlan:
@@ -226,7 +221,7 @@ def plan_run(cfg: RunConfig, regime: Regime, num_train: int, world: int = 1) -> 
     if batch_size > num_train:
         raise ConfigError(f"train.batch_size: a batch of {batch_size} samples is larger than the "
                           f"{num_train} training images (data.subset)")
-    if batch_size % world:
+    if batch_size % world and t.view_placement == "local":  # spread: the sampler checks B·M rows
         raise ConfigError(f"train.batch_size: {batch_size} is not divisible by the {world} processes")
     steps_per_epoch = num_train // batch_size
     epochs = (t.epochs if t.epochs is not None else 0.0) * regime.epoch_multiplier
@@ -251,9 +246,11 @@ def schedule_of(cfg: RunConfig, plan: RunPlan) -> LRSchedule:
 
 def wrap_model(cfg: RunConfig, method: Method, model: nn.Module, device: torch.device, *,
                distributed: bool = False) -> nn.Module:
-    """The method's layer swaps, ghost BN, device and memory format, then DDP and ``torch.compile``."""
+    """The method's layer swaps, ghost BN or SyncBN, device and memory format, then DDP and ``torch.compile``."""
     t = cfg.train
     model = method.prepare_model(model)
+    if t.sync_bn:
+        model = _sync_batchnorms(cfg, model, device)
     if t.ghost_bn:
         from batchaug.nn.bn_utils import is_batchaug_norm
         from batchaug.nn.ghost_bn import convert_ghost_bn
@@ -275,6 +272,32 @@ def wrap_model(cfg: RunConfig, method: Method, model: nn.Module, device: torch.d
     return model
 
 
+def _sync_batchnorms(cfg: RunConfig, model: nn.Module, device: torch.device) -> nn.Module:
+    """``train.sync_bn``: every BatchNorm computes the global batch's statistics (split BNs: per split)."""
+    from batchaug.nn import convert_sync_batchnorm, count_batchnorms
+
+    if cfg.train.ghost_bn:
+        raise ConfigError("train.sync_bn: ghost BN (train.ghost_bn) computes statistics per virtual batch of one "
+                          "process; synchronizing them is not defined: set one of the two")
+    if not count_batchnorms(model):
+        raise ConfigError(f"train.sync_bn: model {cfg.model.name!r} has no BatchNorm layers to synchronize; "
+                          "unset train.sync_bn")
+    try:
+        return convert_sync_batchnorm(model, device=device)
+    except ConfigError as exc:
+        raise ConfigError(f"train.sync_bn: {exc}") from exc
+
+
+def place_views(cfg: RunConfig, method: Method) -> int:
+    """``train.view_placement``: with ``spread``, tell the method to make one view per row and return the
+    rows per sample the batch source deals over the processes (the method's M); 1 for ``local``."""
+    if cfg.train.view_placement == "local":
+        return 1
+    repeats = method.views_per_sample
+    method.spread_views()
+    return repeats
+
+
 def prepare_run(cfg: RunConfig, out_dir: str | Path | None, *, resume: bool = False) -> PreparedRun:
     """Build data, model, method, optimizer and trainer for ``cfg``; restore ``last.pt`` when resuming."""
     t = cfg.train
@@ -292,14 +315,16 @@ def prepare_run(cfg: RunConfig, out_dir: str | Path | None, *, resume: bool = Fa
                             label_smoothing=cfg.optim.label_smoothing, channels_last=t.channels_last,
                             model_name=cfg.model.name, aux_weight=cfg.model.aux_weight)
     method = build_method(cfg.method, context)
+    repeats = place_views(cfg, method)
     model = build_run_model(cfg, context.num_classes, int(data.val_images.shape[1]))
     model = wrap_model(cfg, method, model, device, distributed=distributed)
-    plan = plan_run(cfg, method.regime(), len(data.train_images), dist_utils.world_size())
+    plan = replace(plan_run(cfg, method.regime(), len(data.train_images), dist_utils.world_size()),
+                   sample_repeats=repeats)
     optimizer = build_optimizer(model, cfg.optim, plan.lr)
     settings = TrainerSettings(batch_size=plan.batch_size, total_steps=plan.total_steps,
                                steps_per_epoch=plan.steps_per_epoch, eval_every=plan.eval_every, seed=cfg.seed,
                                micro_batch=t.micro_batch, amp=t.amp, eval_batch_size=cfg.eval.batch_size,
-                               progress=t.progress)
+                               progress=t.progress, sample_repeats=repeats)
     trainer = Trainer(model, method, optimizer, schedule_of(cfg, plan), settings, data.train_images,
                       data.train_targets, data.val_images, data.val_targets, device, out_dir,
                       extra_checkpoint={"config": json.loads(json.dumps(cfg.to_dict())),
@@ -366,30 +391,27 @@ def _get(d: dict[str, Any], key: str) -> Any:
 def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
     """Train ``cfg`` into ``out_dir`` following the run-directory contract; returns the run summary."""
     out = Path(out_dir)
-    dist_utils.init_from_env(resolve_device(cfg.train.device))  # before any rank decides it is the main one
-    if dist_utils.is_main():
-        out.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            stale = [p for p in ("metrics.jsonl", "last.pt", "best.pt") if (out / p).exists()]
-            if stale:
-                raise ConfigError(f"--out {out} already holds a run ({', '.join(stale)}); "
-                                  "use --resume to continue it or choose another directory")
-        (out / "config.yaml").write_text(dump_config(cfg))
-    try:
+    with dist_utils.joined(resolve_device(cfg.train.device)):  # before any rank decides it is the main one
+        if dist_utils.is_main():
+            out.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                stale = [p for p in ("metrics.jsonl", "last.pt", "best.pt") if (out / p).exists()]
+                if stale:
+                    raise ConfigError(f"--out {out} already holds a run ({', '.join(stale)}); "
+                                      "use --resume to continue it or choose another directory")
+            (out / "config.yaml").write_text(dump_config(cfg))
         run = prepare_run(cfg, out, resume=resume)
         if dist_utils.is_main():
             print(describe_run(run), flush=True)
         run.trainer.fit()
         if run.finish is not None and dist_utils.is_main():
             run.finish(out)
-        summary = summarize(out)
-        if dist_utils.is_main():
+        summary = None
+        if dist_utils.is_main():  # the one writer reads its own finished files; the others get its summary
+            summary = summarize(out)
             (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    except BaseException:
-        dist_utils.shutdown(wait_for_others=False)
-        raise
-    del run  # release the DDP reducer (and its gloo/NCCL work) before the process group goes
-    dist_utils.shutdown()
+        summary = dist_utils.broadcast_object(summary)
+        del run  # release the DDP reducer (and its gloo/NCCL work) before the process group goes
     return summary
 
 
@@ -401,7 +423,7 @@ def describe_run(run: PreparedRun) -> str:
         return run.describe()
     cfg, plan, method, data = run.cfg, run.plan, run.method, run.data
     assert plan is not None
-    views = method.views_per_sample
+    views = method.views_per_sample * plan.sample_repeats  # the method's M, wherever its views are made
     per_step = plan.batch_size * views
     where = str(run.device) + (f", {torch.get_num_threads()} CPU threads" if run.device.type == "cpu" else "")
     world = dist_utils.world_size()
@@ -412,7 +434,8 @@ def describe_run(run: PreparedRun) -> str:
         f"device   {where}" + (f", {world} processes" if world > 1 else "")
         + (f", amp {cfg.train.amp}" if cfg.train.amp != "none" else "") + (", compiled" if cfg.train.compile else ""),
         f"method   {method.describe()}",
-        f"batch    B={plan.batch_size} samples x {views} view{'s' if views != 1 else ''} = {per_step} views per step",
+        f"batch    B={plan.batch_size} samples x {views} view{'s' if views != 1 else ''} = {per_step} views per step"
+        + _per_process(cfg, plan.batch_size, views, world),
         f"length   {plan.total_steps} steps = {plan.total_steps / plan.steps_per_epoch:.2f} epochs of "
         f"{plan.steps_per_epoch} steps (regime: {plan.epochs:g} epochs), evaluation every {plan.eval_every} steps",
         f"data     {data.kind}: {n_train} training images"
@@ -423,6 +446,19 @@ def describe_run(run: PreparedRun) -> str:
         + ", " + "x".join(str(d) for d in data.val_images.shape[1:]),
     ]
     return "\n".join(lines)
+
+
+def _per_process(cfg: RunConfig, batch: int, views: int, world: int) -> str:
+    """What each process holds of a step, for the header (nothing in one process)."""
+    if world == 1:
+        return ""
+    t = cfg.train
+    bn = "BN statistics " + ("of the global batch (sync_bn)" if t.sync_bn else "per process")
+    if t.view_placement == "spread" and views > 1:
+        rows = batch * views // world
+        return (f"; {world} processes x {rows} views of up to {min(batch, rows)} distinct samples (views spread), "
+                f"{bn}")
+    return f"; {world} processes x {batch // world} samples x {views} views (views local), {bn}"
 
 
 def load_run_config(run_dir: str | Path) -> RunConfig:

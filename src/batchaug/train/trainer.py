@@ -10,8 +10,10 @@ around the loop (clipping, weight averages, step lines, loggers) to
 :mod:`callbacks <batchaug.train.callbacks>`. The trainer never names a method, a modality or a callback.
 
 Reproducibility: the order of samples in epoch ``e`` is a permutation drawn from a generator seeded by
-``(seed, e)``, and the augmentation generator is re-seeded from ``(seed, step)`` at every step, so a
-run resumed from a checkpoint draws exactly the batches and views of an uninterrupted run.
+``(seed, e)``, and the augmentation generator is re-seeded from ``(seed, step, rank)`` at every step
+(:func:`augmentation_seed`: under torchrun each process draws its own views), so a run resumed from a
+checkpoint draws exactly the batches and views of an uninterrupted run. What differs between
+processes (their global RNG states, a method's per-process streams) is saved for every rank.
 """
 
 from __future__ import annotations
@@ -42,6 +44,17 @@ from batchaug.train.step_guard import StepSnapshot
 from batchaug.train.validation import ClassificationValidation, Validation, is_better
 
 _SEED_STRIDE = 1_000_003  # a prime, so (seed, index) pairs map to distinct generator seeds
+_RANK_STRIDE = 0x9E3779B97F4A7C15  # odd (2^64 / golden ratio): spreads the ranks' seeds over the seed space
+
+
+def augmentation_seed(seed: int, step: int, rank: int = 0) -> int:
+    """The seed of the augmentation generator of step ``step`` on process ``rank`` of a run seeded ``seed``.
+
+    Every rank gets its own stream, so the views of the samples on different ranks are independent
+    (with ``(seed, step)`` alone, row i of every rank would get the same crop, flip and cutout); rank 0's
+    is the single-process seed, so a one-process run draws the views it always did.
+    """
+    return ((seed * _SEED_STRIDE + step) * 2 + 1 + rank * _RANK_STRIDE) % 2**63
 
 
 @dataclass
@@ -65,6 +78,9 @@ class TrainerSettings:
     amp: str = "none"
     eval_batch_size: int = 500
     progress: bool = True
+    sample_repeats: int = 1
+    """Rows per sample in a step's global batch, dealt over the processes (``train.view_placement: spread``:
+    the method's M; each row then gets one view). 1: every process gets distinct samples."""
 
 
 class Trainer:
@@ -104,7 +120,8 @@ class Trainer:
                 raise ValueError("Trainer: give train/val images and targets, or a batch source and a validation")
             num_train = len(train_images) if not isinstance(train_images, Tensor) else int(train_images.shape[0])
             self.sampler: EpochBatchSampler | None = EpochBatchSampler(num_train, settings.batch_size, settings.seed,
-                                                                       world=self.world, rank=self.rank)
+                                                                       world=self.world, rank=self.rank,
+                                                                       repeats=settings.sample_repeats)
             if self.sampler.steps_per_epoch != settings.steps_per_epoch:
                 raise ValueError(f"settings.steps_per_epoch={settings.steps_per_epoch} disagrees with "
                                  f"{num_train} samples in batches of {settings.batch_size}")
@@ -143,6 +160,7 @@ class Trainer:
         self._aug_gen = torch.Generator(device=device)
         self._snapshot = StepSnapshot(model, device)
         self._wall_start = time.perf_counter()
+        dist_utils.setup_agreement_group()  # a collective: every rank builds its trainer at the same point
 
     @property
     def streaming(self) -> bool:
@@ -202,7 +220,7 @@ class Trainer:
     def _attempt(self, step: int, epoch: int, images: Tensor, targets: Tensor) -> tuple[Any, dict[str, Any]]:
         """The step up to its gradients: the method's draws, the views, forward and backward."""
         self.method.begin_step(step, epoch)
-        self._aug_gen.manual_seed((self.s.seed * _SEED_STRIDE + step) * 2 + 1)
+        self._aug_gen.manual_seed(augmentation_seed(self.s.seed, step, self.rank))
         try:
             batch = self.method.make_batch(images, targets, self._aug_gen)
         except RuntimeError as exc:
@@ -236,7 +254,8 @@ class Trainer:
                 elif self.n_chunks >= samples:
                     raise
                 else:
-                    self.n_chunks = min(samples, self.n_chunks * 2)
+                    # Every rank that ran out agrees on one count; one that ran out alone stops the run.
+                    self.n_chunks = dist_utils.agree_on_chunks(min(samples, self.n_chunks * 2), step=step)
             # Out of the except block: the failed attempt's frames, and with them its autograd graph, are
             # released only now, so the cache can give their memory back.
             self.optimizer.zero_grad(set_to_none=True)
@@ -298,7 +317,16 @@ class Trainer:
             return self.evaluate()
 
     # ------------------------------------------------------------------------------ checkpoints
-    def checkpoint_state(self) -> dict[str, Any]:
+    def rank_state(self) -> dict[str, Any]:
+        """What differs between processes and a resume must give back to each: the global RNG states and
+        the method's state (e.g. SBA's per-process noise stream)."""
+        state: dict[str, Any] = {"torch_rng": torch.get_rng_state(), "method": self.method.state_dict()}
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def checkpoint_state(self, ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The checkpoint of the main process; ``ranks``: every process's :meth:`rank_state` (torchrun)."""
         state = {
             "model": unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -319,6 +347,8 @@ class Trainer:
         eval_weights = self.eval_weights()
         if eval_weights is not None:
             state["eval_model"] = eval_weights
+        if ranks is not None and len(ranks) > 1:
+            state["ranks"] = ranks
         state.update(self.extra_checkpoint)
         return state
 
@@ -337,17 +367,25 @@ class Trainer:
             cb.load_state_dict(saved.get(cb.name or type(cb).__name__, {}))
         self.state = TrainState(step=int(ckpt["step"]), best=_saved_best(ckpt), elapsed=float(ckpt.get("elapsed", 0.0)))
         self.n_chunks = int(ckpt.get("n_chunks", 1))
-        torch.set_rng_state(ckpt["torch_rng"].cpu())
-        if "cuda_rng" in ckpt and self.device.type == "cuda":
-            torch.cuda.set_rng_state(ckpt["cuda_rng"].cpu(), self.device)
+        mine = ckpt
+        ranks = ckpt.get("ranks")
+        if ranks is not None and len(ranks) == self.world:  # the processes' own states (the world is checked
+            mine = ranks[self.rank]                            # with the batches' state above)
+            self.method.load_state_dict(mine.get("method", {}))
+        torch.set_rng_state(mine["torch_rng"].cpu())
+        if "cuda_rng" in mine and self.device.type == "cuda":
+            torch.cuda.set_rng_state(mine["cuda_rng"].cpu(), self.device)
         if self.writer is not None:
             self.writer.truncate_after(self.state.step)
         return ckpt
 
     def _save(self, name: str) -> None:
-        if self.out_dir is not None and self.is_main:
+        if self.out_dir is None:
+            return
+        ranks = dist_utils.all_gather_object(self.rank_state()) if self.world > 1 else None  # every rank calls it
+        if self.is_main:
             path = self.out_dir / name
-            save_checkpoint(self.checkpoint_state(), path)
+            save_checkpoint(self.checkpoint_state(ranks), path)
             for cb in self.callbacks:
                 cb.on_checkpoint(self, path)
 
@@ -372,7 +410,7 @@ class Trainer:
                 for k, v in out["metrics"].items():
                     self.meter.add(k, v)
                 interval_views += out["views"] * self.world
-                interval_samples += out["samples"] * self.world
+                interval_samples += out["samples"] * self.world // self.s.sample_repeats
                 for cb in self.callbacks:
                     cb.on_step_end(self, step, out)
                 if bar is not None:
@@ -400,9 +438,12 @@ class Trainer:
                     if is_best:
                         self.state.best = record[key]
                     self.meter.reset()
-                    self._save("last.pt")
+                    # best.pt first: a run killed between the two resumes from the previous last.pt and
+                    # redoes this interval; killed the other way round, its last.pt would already count
+                    # this evaluation as the best while best.pt still held the one before
                     if is_best:
                         self._save("best.pt")
+                    self._save("last.pt")
                     interval_start = time.perf_counter()
                     interval_views = interval_samples = 0
         finally:
@@ -423,7 +464,7 @@ class Trainer:
 
     def _eval_record(self, lr: float, wall: float, views_per_s: float) -> dict[str, Any]:
         step = self.state.step
-        means = self.meter.means()
+        means = dist_utils.mean_over_ranks(self.meter.means())  # the global batch's figures, every rank's share
         val = self._validate()
         record: dict[str, Any] = {
             "kind": "eval",
