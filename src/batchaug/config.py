@@ -162,10 +162,12 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool | str = False
     """``torch.compile`` the model: ``true`` (the default backend, inductor) or a backend name
-    (``aot_eager``, ``cudagraphs``, ... as ``torch._dynamo.list_backends()`` lists)."""
+    (``aot_eager``, ``cudagraphs``, ... as ``torch._dynamo.list_backends()`` lists); every method, no
+    recompiles after warm-up (``batchaug.train.compiling``)."""
     micro_batch: int | None = option(None, ge=1)
     """Largest number of views per forward/backward; a step is split into chunks above it. Unset:
-    the whole step at once, halving automatically after a CUDA out-of-memory error."""
+    the whole step at once, retried in twice as many chunks (from the step's starting state) after
+    an out-of-memory error."""
     ghost_bn: int | None = option(None, ge=1)
     """Replace every BatchNorm with GhostBatchNorm over virtual batches of this many views."""
     progress: bool = True
@@ -177,7 +179,9 @@ class TrainConfig:
     callbacks: list[str] = field(default_factory=list)
     """Extra trainer callbacks by registry name (:data:`batchaug.train.callbacks.CALLBACKS`)."""
     deterministic: bool = False
-    """Ask PyTorch for deterministic kernels (slower on CUDA)."""
+    """Bitwise-reproducible runs on the same machine and software: deterministic kernels or an error
+    naming the op that has none, a fixed cuBLAS workspace, no cuDNN benchmarking (slower on CUDA;
+    ``batchaug.train.determinism`` says what is and is not promised)."""
     on_nonfinite: Literal["stop", "skip"] = "stop"
     """A step whose loss or gradient is NaN or Inf: ``stop`` the run (exit status 3, naming the step; the
     checkpoints on disk stay those of the last finite evaluation), or ``skip`` the step (no optimizer

@@ -101,6 +101,7 @@ def evaluate_run_perplexity(run_dir: str | Path, checkpoint: str = "best", devic
     ``{"suite": "perplexity", "limit": None, "modes": {"plain": {split: {loss, ppl, tokens,
     batch_size}}}, ...}`` plus the run directory, checkpoint, step and which weights were used.
     """
+    from batchaug.evaluate.loading import checkpoint_path
     from batchaug.nn.wrappers import clean_state_dict
     from batchaug.train.checkpoint import load_checkpoint
     from batchaug.train.lm_run import build_lm, load_text_corpus
@@ -110,11 +111,7 @@ def evaluate_run_perplexity(run_dir: str | Path, checkpoint: str = "best", devic
     cfg = load_run_config(run_dir)
     if not evaluates_perplexity(cfg.method.method_class):
         raise ConfigError(f"{run_dir}: method {cfg.method.name!r} on {cfg.modality} is not a language-model method")
-    path = Path(checkpoint) if checkpoint not in ("best", "last") else run_dir / f"{checkpoint}.pt"
-    if not path.is_file() and checkpoint == "best" and (run_dir / "last.pt").is_file():
-        path = run_dir / "last.pt"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir}: checkpoint {path.name} not found (train the run first)")
+    path = checkpoint_path(run_dir, checkpoint)
     dev = resolve_device(device if device != "auto" else cfg.train.device)
     ckpt = load_checkpoint(path, map_location=dev)
     corpus = load_text_corpus(cfg)

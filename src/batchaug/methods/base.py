@@ -4,7 +4,8 @@ A method is a small object that says (a) how a batch becomes model inputs and (b
 outputs become a loss and metrics. The trainer knows no method by name: it calls
 
     method.prepare_model(model)             once, before the optimizer is built (layer swaps, hooks)
-    method.begin_step(step, epoch)          once per optimizer step (e.g. SBA's Bernoulli draw)
+    method.begin_step(step, epoch)          once per optimizer step (e.g. SBA's Bernoulli draw; again,
+                                            from the same state, when a step is retried after an OOM)
     batch = method.make_batch(inputs, targets, generator)
     for chunk in batch.chunks(n):           micro-batching; n == 1 unless B*views does not fit
         out = method.loss(model, chunk)     forward pass + objective for this chunk
@@ -191,7 +192,9 @@ class Method(abc.ABC):
 
     # -- one step -------------------------------------------------------------------------------
     def begin_step(self, step: int, epoch: int) -> None:
-        """Called once before each optimizer step (all micro-batches of the step share it)."""
+        """Called before each optimizer step (all micro-batches of the step share it). When the trainer
+        retries a step after an out-of-memory error it restores :meth:`state_dict` from before the first
+        call and calls this again: the step's draws must follow from ``step`` and that state."""
 
     @abc.abstractmethod
     def make_batch(self, images: Tensor, targets: Tensor, generator: torch.Generator | None = None) -> MethodBatch:

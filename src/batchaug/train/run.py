@@ -31,6 +31,7 @@ from batchaug.modality import IMAGES
 from batchaug.nn.wrappers import unwrap
 from batchaug.train import distributed as dist_utils
 from batchaug.train.callbacks import build_callbacks
+from batchaug.train.determinism import configure_determinism
 from batchaug.train.metrics_log import read_metrics
 from batchaug.train.optim import LRSchedule, build_optimizer
 from batchaug.train.resume import plan_start, read_run_config
@@ -327,19 +328,10 @@ def wrap_model(cfg: RunConfig, method: Method, model: nn.Module, device: torch.d
         device_ids = [device.index] if device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     if t.compile:
-        model = _compile(model, t.compile)
+        from batchaug.train.compiling import compile_model
+
+        model = compile_model(model, t.compile)
     return model
-
-
-def _compile(model: nn.Module, how: bool | str) -> nn.Module:
-    """``torch.compile`` with the default backend (``True``) or the named one."""
-    if how is True:
-        return torch.compile(model)
-    try:
-        return torch.compile(model, backend=how)
-    except Exception as exc:  # an unknown backend name raises a backend-specific error type
-        raise ConfigError(f"train.compile: {how!r} is not a torch.compile backend here ({exc}); use true, false "
-                          "or a name from torch._dynamo.list_backends()") from exc
 
 
 def prepare_run(cfg: RunConfig, out_dir: str | Path | None, *, resume: bool = False) -> PreparedRun:
@@ -347,9 +339,8 @@ def prepare_run(cfg: RunConfig, out_dir: str | Path | None, *, resume: bool = Fa
     t = cfg.train
     device = resolve_device(t.device)
     distributed = dist_utils.init_from_env(device)
+    configure_determinism(t.deterministic)
     torch.manual_seed(cfg.seed)
-    if t.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
     if cfg.modality != IMAGES:
         from batchaug.train.lm_run import prepare_lm_run
 

@@ -33,12 +33,14 @@ from batchaug.data.batches import EpochBatchSampler, StepBatches
 from batchaug.errors import DataError
 from batchaug.methods.base import Method
 from batchaug.nn.wrappers import clean_state_dict, swapped_weights, unwrap
+from batchaug.runtime.memory import is_out_of_memory, release_cached_memory
 from batchaug.train import distributed as dist_utils
 from batchaug.train.callbacks.base import Callback
 from batchaug.train.checkpoint import load_checkpoint, save_checkpoint
 from batchaug.train.metrics_log import IntervalMeter, MetricsWriter
 from batchaug.train.nonfinite import NonFiniteGuard
 from batchaug.train.optim import LRSchedule
+from batchaug.train.step_guard import StepSnapshot
 from batchaug.train.validation import ClassificationValidation, Validation, is_better
 
 _SEED_STRIDE = 1_000_003  # a prime, so (seed, index) pairs map to distinct generator seeds
@@ -144,6 +146,7 @@ class Trainer:
             self.writer = MetricsWriter(self.out_dir / "metrics.jsonl")
         self.history: list[dict[str, Any]] = []
         self._aug_gen = torch.Generator(device=device)
+        self._snapshot = StepSnapshot(model, device)
         self._wall_start = time.perf_counter()
 
     @property
@@ -182,31 +185,14 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        self.method.begin_step(step, epoch)
         if images is None or targets is None:
             images, targets = self._fetch(step)
-        self._aug_gen.manual_seed((self.s.seed * _SEED_STRIDE + step) * 2 + 1)
-        batch = self.method.make_batch(images, targets, self._aug_gen)
-        if batch.lr_scale != 1.0:
+        self.guard.before_forward(self.model)
+        batch, out = self._guarded_step(step, epoch, images, targets)
+        if batch.lr_scale != 1.0:  # the window's length (language models) scales this step's learning rate
             for group in self.optimizer.param_groups:
                 group["lr"] = lr * batch.lr_scale
         views = batch.num_samples * self.method.views_per_sample  # network inputs (split BN: weak + strong)
-        if self.s.micro_batch:
-            self.n_chunks = max(self.n_chunks, math.ceil(views / self.s.micro_batch))
-        self.guard.before_forward(self.model)
-        while True:
-            try:
-                out = self._forward_backward(batch)
-                break
-            except torch.OutOfMemoryError:
-                # Fall back to micro-batching: same step, same update, BN statistics per chunk.
-                if self.n_chunks >= batch.num_samples:
-                    raise
-                self.optimizer.zero_grad(set_to_none=True)
-                self.n_chunks = min(batch.num_samples, self.n_chunks * 2)
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                print(f"batchaug: out of memory at step {step}; micro-batching into {self.n_chunks} chunks")
         self.scaler.unscale_(self.optimizer)
         grad_norm = _grad_norm(self.model)
         if not self.guard.step_ok(step, out["loss"], grad_norm):
@@ -231,6 +217,51 @@ class Trainer:
         out.pop("carries")
         out.update(grad_norm=grad_norm, lr=lr, views=views, samples=samples, skipped=True)
         return out
+
+    def _attempt(self, step: int, epoch: int, images: Tensor, targets: Tensor) -> tuple[Any, dict[str, Any]]:
+        """The step up to its gradients: the method's draws, the views, forward and backward."""
+        self.method.begin_step(step, epoch)
+        self._aug_gen.manual_seed((self.s.seed * _SEED_STRIDE + step) * 2 + 1)
+        try:
+            batch = self.method.make_batch(images, targets, self._aug_gen)
+        except RuntimeError as exc:
+            if is_out_of_memory(exc):
+                raise _ViewsOutOfMemory(step, int(targets.shape[0]), self.method.views_per_sample) from exc
+            raise
+        views = batch.num_samples * self.method.views_per_sample
+        if self.s.micro_batch:
+            self.n_chunks = max(self.n_chunks, math.ceil(views / self.s.micro_batch))
+        return batch, self._forward_backward(batch)
+
+    def _guarded_step(self, step: int, epoch: int, images: Tensor, targets: Tensor) -> tuple[Any, dict[str, Any]]:
+        """:meth:`_attempt`, retried after an out-of-memory error in twice as many micro-batches (or, when
+        making the views ran out, once as it was), each retry from the state the step started in
+        (:class:`~batchaug.train.step_guard.StepSnapshot`): same views, same method draws, same BN
+        running statistics; the update differs from the unchunked one only by per-chunk BN batch
+        statistics (and per-chunk dropout masks)."""
+        samples = int(targets.shape[0])  # images may be a token window: the targets count the samples
+        self._snapshot.save(self.method)
+        views_retried = False
+        while True:
+            try:
+                return self._attempt(step, epoch, images, targets)
+            except RuntimeError as exc:  # torch.OutOfMemoryError and cuBLAS/cuDNN allocation failures
+                if not is_out_of_memory(exc):
+                    raise
+                if isinstance(exc, _ViewsOutOfMemory):
+                    if views_retried:
+                        raise
+                    views_retried = True
+                elif self.n_chunks >= samples:
+                    raise
+                else:
+                    self.n_chunks = min(samples, self.n_chunks * 2)
+            # Out of the except block: the failed attempt's frames, and with them its autograd graph, are
+            # released only now, so the cache can give their memory back.
+            self.optimizer.zero_grad(set_to_none=True)
+            self._snapshot.restore(self.method)
+            release_cached_memory(self.device)
+            print(f"batchaug: out of memory at step {step}; retrying in {self.n_chunks} micro-batches", flush=True)
 
     def _forward_backward(self, batch) -> dict[str, Any]:
         self.optimizer.zero_grad(set_to_none=True)
@@ -467,6 +498,16 @@ class Trainer:
         record.update(self.batches.progress(step))
         record.update(means)
         return record
+
+
+class _ViewsOutOfMemory(RuntimeError):
+    """Out of memory while making a step's views (before any forward)."""
+
+    def __init__(self, step: int, samples: int, views_per_sample: int) -> None:
+        super().__init__(
+            f"out of memory while making the {samples * views_per_sample} views of step {step} ({samples} samples x "
+            f"{views_per_sample} views): a step's views are made whole (micro-batching bounds the forward and "
+            "backward passes, not the views); lower train.batch_size or the method's views per sample (method.m)")
 
 
 def _grad_norm(model: nn.Module) -> Tensor:

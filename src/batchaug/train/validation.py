@@ -80,13 +80,19 @@ class ClassificationValidation:
                       autocast: Autocast) -> dict[str, float]:
         rank, world = dist_utils.rank(), dist_utils.world_size()
         n = images_all.shape[0]
-        shard = torch.arange(rank, n, world)
+        # this rank's rows, made where the images are: a host-made index copied to the device per batch
+        # was a blocking copy, one device synchronization per evaluation batch
+        shard = torch.arange(rank, n, world, device=images_all.device) if world > 1 else None
         # one row of (loss sum, correct count) per predictor, summed on the device and read once
         sums = torch.zeros(len(predictors), 2, device=device, dtype=torch.float64)
-        for lo in range(0, shard.numel(), self.batch_size):
-            idx = shard[lo:lo + self.batch_size].to(images_all.device)
-            images = images_all.index_select(0, idx).to(device, non_blocking=True)
-            targets = targets_all.index_select(0, idx).to(device, non_blocking=True)
+        for lo in range(0, n if shard is None else shard.numel(), self.batch_size):
+            hi = lo + self.batch_size
+            if shard is None:  # one process: contiguous slices, no gather
+                images, targets = images_all[lo:hi], targets_all[lo:hi]
+            else:
+                images, targets = images_all.index_select(0, shard[lo:hi]), targets_all.index_select(0, shard[lo:hi])
+            images = images.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
             for i, predict in enumerate(predictors.values()):
                 with autocast():
                     logits = predict(model, images)
