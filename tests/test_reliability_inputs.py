@@ -209,8 +209,8 @@ def test_a_kind_that_does_not_match_the_data(capsys, tmp_path):
 def test_normalize_message_reads():
     from batchaug.augment import normalize
 
-    with pytest.raises(ConfigError, match=r"the images have 1 channel but mean has 3 values and std 3; give one "
-                                          r"value per channel"):
+    with pytest.raises(ConfigError, match=r"the images have 1 channel but mean has 3 values and std 3: give one "
+                                          r"per channel, or a single value for all"):
         normalize(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), (0.5, 0.5, 0.5), (0.2, 0.2, 0.2))
 
 
@@ -353,6 +353,19 @@ def test_resume_of_a_non_run_directory(capsys, tmp_path):
     assert "no such directory" in capsys.readouterr().err
     assert train("--resume", str(tmp_path), QUICK) == 2
     assert "keeps its own config" in capsys.readouterr().err
+
+
+def test_resume_of_a_damaged_checkpoint_names_it(capsys, tree, tmp_path):
+    from batchaug.config import dump_config, load_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_config(load_config(QUICK, [f"data.root={tree}"])))
+    (run / "last.pt").write_bytes(b"PK\x03\x04 not really a checkpoint")
+    capsys.readouterr()
+    assert train("--resume", str(run)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"checkpoint {run / 'last.pt'} could not be read" in err
 
 
 def test_no_warnings_from_a_clean_run(tree, tmp_path):

@@ -112,6 +112,20 @@ def test_lock_refuses_a_second_holder_naming_the_first(tmp_path):
         pass
 
 
+def test_a_full_disk_when_taking_the_lock_stops_before_any_work(tmp_path, monkeypatch):
+    import batchaug.lock as lock_mod
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(lock_mod.os, "pwrite", full)
+    with pytest.raises(WriteError, match=rf"cannot write {tmp_path}: No space left on device"):
+        DirLock(tmp_path).acquire()
+    monkeypatch.undo()
+    with DirLock(tmp_path):  # nothing was left held
+        pass
+
+
 def test_write_errors_name_the_path(tmp_path):
     with pytest.raises(WriteError, match=r"cannot write /proc/batchaug-test"):
         from batchaug.io import make_dirs
