@@ -44,14 +44,28 @@ class _PoisonMethod(Method):
         return LossOutput(self.cross_entropy(logits.float(), batch["y"]), logits, batch["y"], {})
 
 
-def _trainer(tmp_path=None, *, mode="stop", bad_steps=(), bad_value=float("nan"), amp="none"):
+class _OutOfMemoryOnce(nn.Module):
+    """Identity that, once armed, raises a (simulated) out-of-memory error on its next train-mode call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+
+    def forward(self, x):
+        if self.training and self.armed:
+            self.armed = False
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return x
+
+
+def _trainer(tmp_path=None, *, mode="stop", bad_steps=(), bad_value=float("nan"), amp="none", oom=None):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
     images = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8, generator=g)
     targets = torch.randint(0, 4, (64,), generator=g)
     ctx = MethodContext(num_classes=4, image_size=(8, 8), mean=(0.5,) * 3, std=(0.25,) * 3)
     method = _PoisonMethod(_Opts(bad_steps, bad_value), ctx)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(144, 4))
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), oom or nn.Identity(), nn.Flatten(), nn.Linear(144, 4))
     cfg = OptimConfig(lr=0.1, momentum=0.9)
     opt = build_optimizer(model, cfg, 0.1)
     settings = TrainerSettings(batch_size=16, total_steps=8, steps_per_epoch=4, eval_every=4, progress=False,
@@ -69,9 +83,9 @@ def _state(trainer):
 
 
 def _same(a, b):
-    for xs, ys in zip(a, b):
+    for xs, ys in zip(a, b, strict=True):
         assert len(xs) == len(ys)
-        for x, y in zip(xs, ys):
+        for x, y in zip(xs, ys, strict=True):
             assert torch.equal(x, y)
 
 
@@ -97,6 +111,26 @@ def test_skip_leaves_optimizer_weights_and_bn_statistics_untouched(bad_value):
     assert out["skipped"] and tr.guard.skipped == 1
     _same(before, _state(tr))
     tr.train_step(3)  # training goes on from where it was
+    assert all(torch.isfinite(p).all() for p in tr.model.parameters())
+
+
+def test_skip_after_an_out_of_memory_retry_restores_the_step_start(capsys):
+    """The out-of-memory retry's snapshot and the guard's restore together: the failed attempt and the
+    retried, non-finite one both moved the BN statistics (and their counts); the skip leaves the state the
+    step started in."""
+    oom = _OutOfMemoryOnce()
+    tr = _trainer(mode="skip", bad_steps=(2,), oom=oom)
+    tr.train_step(0)
+    tr.train_step(1)
+    before = _state(tr), {k: v.clone() for k, v in tr.model.state_dict().items()}
+    oom.armed = True
+    out = tr.train_step(2)
+    assert out["skipped"] and tr.n_chunks == 2 and "out of memory at step 2" in capsys.readouterr().out
+    _same(before[0], _state(tr))
+    after = tr.model.state_dict()
+    for key, value in before[1].items():  # num_batches_tracked included
+        assert torch.equal(value, after[key]), key
+    tr.train_step(3)
     assert all(torch.isfinite(p).all() for p in tr.model.parameters())
 
 

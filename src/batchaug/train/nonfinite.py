@@ -10,9 +10,10 @@ never applied; on an accelerator the flag stays on the device and is read before
 evaluation or checkpoint, so a healthy run pays no synchronization per step.
 
 ``train.on_nonfinite: skip``. Such a step is dropped: no optimizer step (momentum, Adam moments and
-step counts untouched), the BatchNorm running statistics its forward pass updated are restored, the AMP
-grad scaler (fp16) lowers its scale as it does for an overflow; the step is counted (``skipped_steps``
-in every evaluation line). Deciding per step needs one host read of the flag per step.
+step counts untouched), the BatchNorm running statistics its forward pass updated are restored (the
+trainer's step snapshot restores their counts and the method's state as well), the AMP grad scaler
+(fp16) lowers its scale as it does for an overflow; the step is counted (``skipped_steps`` in every
+evaluation line). Deciding per step needs one host read of the flag per step.
 
 With fp16 the grad scaler already skips steps whose *scaled gradients* overflow and lowers the scale:
 that is normal mixed-precision training, not a fault, so under a scaler only a non-finite *loss* counts.

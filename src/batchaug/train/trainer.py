@@ -211,7 +211,10 @@ class Trainer:
     def _skip_step(self, out: dict[str, Any], grad_norm: Tensor, lr: float, views: int,
                    samples: int) -> dict[str, Any]:
         """A step dropped for a NaN/Inf loss or gradient (``train.on_nonfinite: skip``): the optimizer is
-        not stepped, the scaler lowers its scale (it saw the overflow in ``unscale_``), nothing is carried."""
+        not stepped, the scaler lowers its scale (it saw the overflow in ``unscale_``), nothing is carried,
+        and the step's snapshot puts back what its forward changed beyond the float buffers the guard
+        restored (BN ``num_batches_tracked``, the method's state: e.g. BA's gradient-norm probe)."""
+        self._snapshot.restore(self.method, generators=False)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         out.pop("carries")
