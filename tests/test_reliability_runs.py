@@ -7,6 +7,7 @@ Runs are tiny (ResNet-20 on a 64-image, 8x8 two-class folder, a handful of steps
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -17,8 +18,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from faults import Faults, temp_files
-from tiny_runs import common, finish, make_tree, reference_run, same_metrics, snapshot, train
+from tiny_runs import QUICK, common, finish, make_tree, reference_run, same_metrics, snapshot, train
 
 from batchaug.cli import main
 from batchaug.lock import LOCK_NAME, DirLock
@@ -155,6 +157,59 @@ def test_resume_refuses_model_data_and_method_changes_before_writing_anything(tr
     assert snapshot(out) == before
     assert train("--resume", str(out), "train.max_steps=4", "eval.batch_size=7") == 0
     assert [r["step"] for r in read_metrics(out)] == [2, 4]
+
+
+def _without(d: dict, keys: tuple[str, ...]) -> dict:
+    """A copy of the nested config ``d`` without the dotted ``keys`` (a run an older version wrote)."""
+    d = copy.deepcopy(d)
+    for key in keys:
+        *parents, leaf = key.split(".")
+        node = d
+        for part in parents:
+            node = node[part]
+        node.pop(leaf)
+    return d
+
+
+# keys as if batchaug had gained them after such a run was written: two that a resume may change, and two
+# that it may not (a raw comparison would refuse those)
+NEWER_KEYS = ("train.on_nonfinite", "data.max_pixels", "optim.label_smoothing", "train.ema_decay")
+
+
+def test_a_run_written_before_keys_were_added_resumes(tree, tmp_path, capsys):
+    """The stored config is resolved through the current schema (new keys take their defaults) before it is
+    compared: a raw comparison would refuse every run written before a key was added."""
+    out = tmp_path / "run"
+    assert train(*common(tree, "train.max_steps=2"), "--out", str(out)) == 0
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    ckpt["config"] = _without(ckpt["config"], NEWER_KEYS)
+    torch.save(ckpt, out / "last.pt")
+    raw = yaml.safe_load((out / "config.yaml").read_text())
+    (out / "config.yaml").write_text(yaml.safe_dump(_without(raw, NEWER_KEYS), sort_keys=False))
+    assert train("--resume", str(out), "train.max_steps=4") == 0, capsys.readouterr().err
+    assert [r["step"] for r in read_metrics(out)] == [2, 4]
+    capsys.readouterr()
+    # a new key set to something other than its default is a change like any other
+    assert train("--resume", str(out), "train.max_steps=6", "data.max_pixels=4096") == 0  # may change
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    ckpt["config"] = _without(ckpt["config"], ("train.ghost_bn",))
+    torch.save(ckpt, out / "last.pt")
+    assert train("--resume", str(out), "train.max_steps=8", "train.ghost_bn=8") == 2
+    assert "train.ghost_bn: None -> 8" in capsys.readouterr().err
+
+
+def test_config_changes_resolve_the_stored_config_through_the_current_schema():
+    from batchaug.config import load_config
+    from batchaug.train.resume import config_changes
+
+    cfg = load_config(QUICK)
+    stored = json.loads(json.dumps(cfg.to_dict()))
+    assert config_changes(_without(stored, NEWER_KEYS), cfg) == []
+    # a key since removed: resolution fails, and only the keys both configs hold are compared
+    stored["train"]["a_removed_option"] = 1
+    assert config_changes(_without(stored, NEWER_KEYS), cfg) == []
+    stored["seed"] = 5
+    assert config_changes(stored, cfg) == [("seed", 5, 0)]
 
 
 def test_empty_config_yaml_is_never_read_as_all_defaults(tree, tmp_path):

@@ -72,15 +72,23 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def config_changes(saved: dict[str, Any], cfg: RunConfig) -> list[tuple[str, Any, Any]]:
     """``(key, saved value, new value)`` for every key whose value differs between a checkpoint's stored
-    config (plain values) and ``cfg``, sorted by key."""
+    config (plain values) and ``cfg``, sorted by key.
+
+    The stored config is resolved through the current schema first, so a key added to batchaug since the
+    checkpoint was written takes its default there (it is a change only when ``cfg`` sets another value).
+    A stored config this version cannot resolve (a key since removed) is compared as written, on the keys
+    both hold: what the old version did not have, or no longer has, cannot tell a change."""
     try:
         old = json.loads(json.dumps(resolve_config(saved).to_dict()))
+        shared = None
     except BatchaugError:
-        old = saved  # a config this version cannot resolve: compare what was written
+        old = saved
+        shared = set(_flat(saved))
     new = json.loads(json.dumps(cfg.to_dict()))
     a, b = _flat(old), _flat(new)
+    keys = set(a) | set(b) if shared is None else shared & set(b)
     missing = object()
-    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k, missing) != b.get(k, missing)]
+    return [(k, a.get(k), b.get(k)) for k in sorted(keys) if a.get(k, missing) != b.get(k, missing)]
 
 
 def check_resume_config(run_dir: Path, saved: dict[str, Any] | None, cfg: RunConfig) -> None:
