@@ -10,6 +10,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 import warnings
 
 import pytest
@@ -144,3 +145,23 @@ def test_no_warning_for_complete_files(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert read_metrics(path) == [{"step": 2}]
+
+
+def test_the_cache_removes_old_orphans_on_its_first_write(tmp_path, monkeypatch):
+    """A killed cache writer's temporary file goes on the next write; a fresh one (perhaps another live
+    process's, in a folder runs share) gets a minute's grace."""
+    from batchaug.data import cache
+    from batchaug.data.tensors import TensorSplit
+
+    monkeypatch.setenv("BATCHAUG_CACHE", str(tmp_path))
+    monkeypatch.setattr(cache, "_cleaned", set())
+    key = cache.cache_key({"x": 2})
+    path = cache.cache_path(key)
+    path.parent.mkdir(parents=True)
+    old, young = path.parent / ".a.pt.old11111.batchaug-tmp", path.parent / ".b.pt.new22222.batchaug-tmp"
+    for p in (old, young):
+        p.write_bytes(b"half a cache file")
+    os.utime(old, (time.time() - 2 * cache.ORPHAN_AGE,) * 2)
+    split = TensorSplit(torch.zeros(2, 3, 2, 2, dtype=torch.uint8), torch.tensor([0, 1]), ["a", "b"])
+    assert cache.save_cached(path, key, split)
+    assert not old.exists() and young.exists() and cache.load_cached(path, key) is not None
