@@ -5,6 +5,7 @@ and an error message stays short whatever the value it quotes."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import typing
 
@@ -130,3 +131,30 @@ def test_any_mapping_resolves_or_is_a_config_error(raw):
     except ConfigError:
         return
     assert resolve_config(yaml.safe_load(dump_config(cfg))).to_dict() == cfg.to_dict()
+
+
+def _leaves(d: dict, prefix: str = "") -> list[str]:
+    return [key for k, v in d.items()
+            for key in (_leaves(v, f"{prefix}{k}.") if isinstance(v, dict) and v and k != "kwargs"
+                        else [f"{prefix}{k}"])]
+
+
+DEFAULTS = load_config(None)
+LEAVES = _leaves(DEFAULTS.to_dict())
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sets(st.sampled_from(LEAVES), max_size=12))
+def test_a_stored_config_without_keys_added_since_is_no_change_on_resume(missing):
+    """A checkpoint written before some keys existed (they are absent from its stored config) compares equal
+    to the config with those keys at their defaults: resuming it is never refused for them."""
+    from batchaug.train.resume import config_changes
+
+    stored = json.loads(json.dumps(DEFAULTS.to_dict()))
+    for key in missing:
+        *parents, leaf = key.split(".")
+        node = stored
+        for part in parents:
+            node = node[part]
+        node.pop(leaf, None)
+    assert config_changes(stored, DEFAULTS) == []
