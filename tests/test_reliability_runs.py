@@ -53,13 +53,14 @@ def test_reference_writes_every_kind_of_file(reference):
     assert temp_files(out) == []
 
 
-@pytest.mark.parametrize("name,at", [("config.yaml", 0), ("metrics.jsonl", 1), ("best.pt", 0), ("last.pt", 1),
-                                     ("summary.json", 0)])
+@pytest.mark.parametrize("name,at,extra", [("config.yaml", 0, ()), ("metrics.jsonl", 1, ()), ("best.pt", 0, ()),
+                                           ("last.pt", 1, ()), ("summary.json", 0, ()),
+                                           ("metrics.csv", 2, ("train.loggers=[csv]",))])  # an appended row
 def test_full_disk_during_each_write_leaves_a_directory_that_evaluates_and_resumes(tree, reference, tmp_path,
-                                                                                    capsys, name, at):
+                                                                                    capsys, name, at, extra):
     out = tmp_path / "run"
     with Faults(at=at, name=name).installed() as faults:
-        assert train(*common(tree), "--out", str(out)) == 2
+        assert train(*common(tree, *extra), "--out", str(out)) == 2
     assert faults.fired == name
     err = capsys.readouterr().err.strip()
     assert err.startswith("batchaug train: error: cannot write ") and "No space left on device" in err
@@ -69,6 +70,8 @@ def test_full_disk_during_each_write_leaves_a_directory_that_evaluates_and_resum
     assert finish(out, tree) == 0
     same_metrics(read_metrics(out), reference[1])
     assert (out / "summary.json").is_file() and temp_files(out) == []
+    if extra:  # the CSV is rebuilt from metrics.jsonl on resume: one row per line
+        assert len((out / "metrics.csv").read_text().splitlines()) == 1 + len(read_metrics(out, kind=None))
 
 
 @pytest.mark.parametrize("name", ["metrics.jsonl", "config.yaml", "last.pt"])
