@@ -368,6 +368,37 @@ def test_resume_of_a_damaged_checkpoint_names_it(capsys, tree, tmp_path):
     assert err.count("\n") == 1 and f"checkpoint {run / 'last.pt'} could not be read" in err
 
 
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_checkpoint_holding_code_is_refused_without_advice_to_run_it(capsys, tree, tmp_path):
+    """torch.load's own message for a refused pickle suggests weights_only=False (running the file's code):
+    the one-line error names the file and what was refused, and never passes that advice on."""
+    from batchaug.config import dump_config, load_config
+
+    run, marker = tmp_path / "run", tmp_path / "payload-ran"
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_config(load_config(QUICK, [f"data.root={tree}"])))
+    torch.save({"model": _Payload(marker)}, run / "best.pt")
+    (run / "last.pt").write_bytes(os.urandom(64))
+    from batchaug.cli import main
+
+    for argv, name, detail in ((["eval", str(run), "--device", "cpu"], "best.pt", "GLOBAL posix.system"),
+                               (["train", "--resume", str(run)], "last.pt", "not in torch.save's zip format")):
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+        assert f"checkpoint {run / name} could not be read (damaged, or not a checkpoint" in err, err
+        assert detail in err and "weights_only" not in err and "torch.save your" not in err, err
+    assert not marker.exists()
+
+
 def test_no_warnings_from_a_clean_run(tree, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)

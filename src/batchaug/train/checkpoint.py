@@ -35,4 +35,26 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # unpickling errors come in many types
-        raise DataError(f"checkpoint {path} could not be read ({type(exc).__name__}: {exc})") from exc
+        raise DataError(f"checkpoint {path} could not be read ({_reason(exc)})") from exc
+
+
+def _reason(exc: Exception) -> str:
+    """One line on why ``torch.load(weights_only=True)`` failed. Its own message for a refused pickle
+    suggests loading with ``weights_only=False``, which would run whatever code the file holds: never
+    passed on."""
+    text = str(exc)
+    if text.startswith("Weights only load failed"):
+        rest = text.split("\n", 1)[1] if "\n" in text else ""
+        rest = rest.split("WeightsUnpickler error:", 1)[-1]
+        lines = [line.strip() for line in rest.splitlines()
+                 if line.strip() and not line.strip().startswith("Check the documentation")]
+        detail = lines[0].split(". ")[0].rstrip(".") if lines else "refused"
+        return f"damaged, or not a checkpoint of tensors and plain values: {_cut(detail)}; code in a file is never run"
+    if "mmap can only be used with files saved with" in text:  # torch's advice would be to save it again
+        return "damaged, or not a checkpoint batchaug wrote: not in torch.save's zip format"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {_cut(first)}"
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
