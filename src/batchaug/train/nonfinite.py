@@ -45,23 +45,23 @@ class NonFiniteGuard:
         mode: ``"stop"`` or ``"skip"``.
         device: the training device (decides whether the stop check reads its flag every step).
         scaled: whether an enabled AMP grad scaler handles gradient overflows (then only the loss is checked).
+        eager: whether the stop check reads its flag at every step; default: on the CPU, where a host read is
+            free. False on the CPU checks as on an accelerator (the sync counts of ``batchaug bench syncs``).
     """
 
-    def __init__(self, mode: str = "stop", device: torch.device | str = "cpu", *, scaled: bool = False) -> None:
+    def __init__(self, mode: str = "stop", device: torch.device | str = "cpu", *, scaled: bool = False,
+                 eager: bool | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"on_nonfinite: {mode!r} is not one of {', '.join(MODES)}")
         self.mode = mode
         self.device = torch.device(device)
         self.scaled = scaled
+        self.eager = self.device.type == "cpu" if eager is None else eager
+        """Whether the stop check reads its flag at every step."""
         self.skipped = 0
         self._first_bad: Tensor | None = None  # stop mode off the CPU: the first bad step, -1 while none
         self._buffers: list[Tensor] = []
         self._saved: list[Tensor] = []
-
-    @property
-    def eager(self) -> bool:
-        """Whether the stop check reads its flag at every step (on the CPU, where it is free)."""
-        return self.device.type == "cpu"
 
     def before_forward(self, model: nn.Module) -> None:
         """Note the model's float buffers (BN running statistics: a forward pass on huge activations can
