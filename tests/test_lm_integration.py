@@ -8,14 +8,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from kill_resume import resume, train_killed, train_to_end
 
 from batchaug.cli import main
 from batchaug.train.metrics_log import REQUIRED_KEYS, read_metrics
@@ -76,10 +73,6 @@ def test_perplexity_falls_on_real_ptb_and_eval_writes_test_perplexity(ptb, tmp_p
     assert "test ppl" in (out / "report.md").read_text()
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "batchaug", *args]
-
-
 def test_lm_resume_after_kill_matches_uninterrupted_run(ptb, tmp_path):
     """Variable-length windows, per-copy masks, the carried hidden state and NT-ASGD's average all resume
     exactly: the resumed run's metrics, weights, average and test perplexity are the uninterrupted run's."""
@@ -88,21 +81,11 @@ def test_lm_resume_after_kill_matches_uninterrupted_run(ptb, tmp_path):
     common = _args(ptb, "method.name=ba", "method.m=2", "train.max_steps=32", "train.eval_every=4",
                    "data.subset=40000", "optim.ntasgd_nonmono=1", "eval.test_batch_size=40", "optim.schedule=step",
                    "optim.milestones=[0.1]", "optim.gamma=10")
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
     full, killed = tmp_path / "full", tmp_path / "killed"
-    subprocess.run(_cli("train", *common, "--out", str(full)), check=True, env=env, capture_output=True)
-    proc = subprocess.Popen(_cli("train", *common, "--out", str(killed)), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if len(read_metrics(killed)) >= 3 and (killed / "last.pt").exists():
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    partial = read_metrics(killed)
+    train_to_end(common, full)
+    partial = train_killed(common, killed, lines=3, poll=0.02)
     assert 3 <= len(partial) < 8, "the run should have been killed mid-way"
-    subprocess.run(_cli("train", "--resume", str(killed)), check=True, env=env, capture_output=True)
+    resume(killed)
     a, b = read_metrics(full), read_metrics(killed)
     assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(4, 33, 4))
     assert a[-1]["ntasgd_averaging"] and a[-1]["ntasgd_since_step"] == 16, a[-1]

@@ -4,24 +4,16 @@ clipping and step lines through a kill and a resume, and compiled runs that eval
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
+from kill_resume import resume, train_killed, train_to_end
 
 from batchaug.cli import main
 from batchaug.train.metrics_log import read_metrics
 
 pytestmark = pytest.mark.integration
 QUICK = "configs/quick/cifar10_resnet20.yaml"
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "batchaug", *args]
 
 
 def test_cutmix_ba_with_ema_clipping_and_step_lines_resumes_exactly(cifar_zip, tmp_path):
@@ -31,20 +23,10 @@ def test_cutmix_ba_with_ema_clipping_and_step_lines_resumes_exactly(cifar_zip, t
               "train.ema_decay=0.999", "optim.clip_grad_norm=5", "train.log_every=10", "train.progress=false",
               "train.tensorboard=false", "train.max_steps=24", "train.eval_every=6", "data.subset=640",
               "data.val_subset=300", "train.batch_size=32", "train.loggers=[csv]", "train.device=cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
     full, killed = tmp_path / "full", tmp_path / "killed"
-    subprocess.run(_cli("train", *common, "--out", str(full)), check=True, env=env, capture_output=True)
-    proc = subprocess.Popen(_cli("train", *common, "--out", str(killed)), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if len(read_metrics(killed)) >= 2 and (killed / "last.pt").exists():
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert 2 <= len(read_metrics(killed)) < 4, "the run should have been killed mid-way"
-    subprocess.run(_cli("train", "--resume", str(killed)), check=True, env=env, capture_output=True)
+    train_to_end(common, full)
+    assert 2 <= len(train_killed(common, killed, lines=2)) < 4, "the run should have been killed mid-way"
+    resume(killed)
 
     a, b = read_metrics(full, kind=None), read_metrics(killed, kind=None)
     assert [(r["kind"], r["step"]) for r in a] == [(r["kind"], r["step"]) for r in b]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from kill_resume import resume, train_killed, train_to_end
 
 from batchaug.cli import main
 from batchaug.train.metrics_log import REQUIRED_KEYS, read_metrics
@@ -83,30 +82,16 @@ def test_existing_run_dir_is_not_overwritten(cifar_zip, tmp_path):
     assert (out / "metrics.jsonl").read_text() == "{}\n"
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "batchaug", *args]
-
-
 def test_resume_after_kill_matches_uninterrupted_run(cifar_zip, tmp_path):
     # on the CPU: bit-for-bit resumption needs run-to-run deterministic kernels, which CUDA's defaults
     # (cuDNN's algorithm choice, atomics) do not promise; and a GPU could finish the run between two polls
     common = _args(cifar_zip, "method.name=ba", "method.m=2", "train.max_steps=24", "train.eval_every=6",
                    "data.subset=640", "data.val_subset=300", "train.device=cpu")
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
     full, killed = tmp_path / "full", tmp_path / "killed"
-    subprocess.run(_cli("train", *common, "--out", str(full)), check=True, env=env, capture_output=True)
-    proc = subprocess.Popen(_cli("train", *common, "--out", str(killed)), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if len(read_metrics(killed)) >= 2 and (killed / "last.pt").exists():
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    partial = read_metrics(killed)
+    train_to_end(common, full)
+    partial = train_killed(common, killed, lines=2)
     assert 2 <= len(partial) < 4, "the run should have been killed mid-way"
-    subprocess.run(_cli("train", "--resume", str(killed)), check=True, env=env, capture_output=True)
+    resume(killed)
     a, b = read_metrics(full), read_metrics(killed)
     assert [r["step"] for r in a] == [r["step"] for r in b] == [6, 12, 18, 24]
     for ra, rb in zip(a, b, strict=True):

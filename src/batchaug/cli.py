@@ -80,11 +80,26 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
     return args
 
 
+MAX_MESSAGE_CHARS = 2000
+"""Longest error message printed whole; a longer one is cut in the middle."""
+
+
+def one_line(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """An error message as one line of at most ``limit`` characters (YAML errors span lines; a message
+    quoting a huge value would flood the terminal)."""
+    text = " ".join(message.split())
+    if len(text) <= limit:
+        return text
+    half = limit // 2 - 10
+    return f"{text[:half]} [...] {text[-half:]}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``batchaug`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
 
     Errors that batchaug raises on purpose (:class:`~batchaug.errors.BatchaugError`) print one line
-    naming the subcommand and exit with 2; a bad command line exits with 2 from argparse.
+    naming the subcommand and exit with the error's ``exit_code``: 2 (bad input, unwritable directory,
+    a busy run directory) or 3 (training diverged: NaN/Inf); a bad command line exits with 2 from argparse.
     """
     parser = build_parser()
     args = parse_args(parser, argv)
@@ -94,8 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._module.run(args) or 0)
     except BatchaugError as exc:
-        print(f"batchaug {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"batchaug {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print(f"batchaug {args.command}: interrupted", file=sys.stderr)
         return 130

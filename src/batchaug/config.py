@@ -23,10 +23,11 @@ from typing import Any, Literal
 import yaml
 
 from batchaug.errors import ConfigError
+from batchaug.limits import DEFAULT_MAX_PIXELS
 from batchaug.methods.spec import MethodSpec, declared_options
 from batchaug.modality import IMAGES, modality_of
 from batchaug.papers import PaperRef
-from batchaug.schema import build, option, to_dict
+from batchaug.schema import build, option, shown, to_dict
 
 build_dataclass = build  # the name this module exported before the schema had its own module
 
@@ -70,6 +71,21 @@ class DataConfig:
     variable_bptt: bool = True
     """Text: AWD-LSTM's random window lengths (``bptt`` or ``bptt/2``, ± N(0, 5), at least 5) with the
     learning rate scaled by length / ``bptt``; false: every window is ``bptt`` long."""
+    grayscale_to_rgb: bool = False
+    """Load grayscale images with 3 channels (replicated), e.g. when one split is grayscale and another RGB."""
+    max_pixels: int = option(DEFAULT_MAX_PIXELS, ge=1)
+    """Largest image (width x height) decoded, checked from each file's header before decoding, as PIL's
+    ``MAX_IMAGE_PIXELS`` (the default is PIL's): a larger image is an error naming the file."""
+
+    def validate(self, prefix: str) -> None:
+        if self.root is not None and not self.root.strip():
+            raise ConfigError(f"{prefix}.root: an empty path; give the data file or folder, or leave it unset "
+                              "(null) to search $BATCHAUG_DATA and the cache directory")
+        if self.root is not None and "\0" in self.root:
+            raise ConfigError(f"{prefix}.root: a path cannot hold a NUL character")
+        if self.image_size is not None and self.image_size * self.image_size > self.max_pixels:
+            raise ConfigError(f"{prefix}.image_size: {self.image_size}x{self.image_size} images exceed "
+                              f"{prefix}.max_pixels ({self.max_pixels} pixels)")
 
 
 @dataclass
@@ -176,6 +192,10 @@ class TrainConfig:
     """Bitwise-reproducible runs on the same machine and software: deterministic kernels or an error
     naming the op that has none, a fixed cuBLAS workspace, no cuDNN benchmarking (slower on CUDA;
     ``batchaug.train.determinism`` says what is and is not promised)."""
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    """A step whose loss or gradient is NaN or Inf: ``stop`` the run (exit status 3, naming the step; the
+    checkpoints on disk stay those of the last finite evaluation), or ``skip`` the step (no optimizer
+    step, BN statistics restored, the AMP scale lowered) and count it (``skipped_steps`` in ``metrics.jsonl``)."""
 
 
 @dataclass
@@ -232,15 +252,17 @@ SECTIONS = ("data", "model", "method", "optim", "train", "eval")
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``'method.m=4'`` -> (['method', 'm'], 4). Values are parsed as YAML (``[1,2]``, ``null``, ``1e-3``)."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like key=value, e.g. method.m=4")
+        raise ConfigError(f"override {shown(text)} must look like key=value, e.g. method.m=4")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r} has an empty key")
+        raise ConfigError(f"override {shown(text)} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
+        value = parse_yaml(raw, f"override {shown(text)}") if raw.strip() else None
+    except ConfigError as exc:
+        if "nested too deeply" in str(exc) or "appears twice" in str(exc):
+            raise
+        value = raw  # not YAML: the text itself (e.g. a path with a colon)
     if isinstance(value, str) and _looks_like_float(value):
         value = float(value)  # YAML 1.1 reads "1e-3" as a string
     return key.split("."), value
@@ -277,7 +299,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {part} is not a section")
+                raise ConfigError(f"override {shown(text)}: {part} is not a section")
             node = child
         node[path[-1]] = value
     return out
@@ -295,19 +317,92 @@ def _keep_declared_options(section: dict[str, Any], new_name: Any, modality: str
     return {k: v for k, v in section.items() if k in declared}
 
 
-def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+MAX_CONFIG_BYTES = 1 << 20
+"""Largest config file read (1 MiB; the biggest shipped config is a few kB)."""
+
+
+class _Refused(Exception):
+    """YAML that a config file may not hold; the loader's caller names the file."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses duplicate keys (YAML lets the last silently win) and aliases
+    (``*name``: a few lines of anchors expand into billions of nodes once the config is copied or dumped)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _Refused(f"line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not allowed in "
+                           "config files; write the value out (or use base: for shared settings)")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:
+                    continue  # an unhashable key: the constructor's own error says so
+                if first is not None:
+                    raise _Refused(f"line {key_node.start_mark.line + 1}: key {shown(key)} appears twice in the same "
+                                   f"mapping (first on line {first}); keep one")
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML ``text`` as plain values, by the rules of config files (no duplicate keys, no aliases);
+    errors are :class:`ConfigError` naming ``where``."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except _Refused as exc:
+        raise ConfigError(f"{where}, {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where} is not valid YAML: {' '.join(str(exc).split())}") from exc
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply to be a config") from None
+
+
+def load_yaml(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The raw mapping of a config file, with its ``base:`` chain merged in.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, larger than :data:`MAX_CONFIG_BYTES`, not UTF-8,
+            not YAML, holds duplicate keys or aliases, is not a mapping, or its ``base:`` chain loops.
+    """
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+        with p.open("rb") as f:
+            blob = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"config file {p} cannot be read ({exc.strerror or exc})") from exc
+    if len(blob) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {p} is larger than {MAX_CONFIG_BYTES // 1024} KiB; not a config file")
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {p} is not UTF-8 text (byte 0x{blob[exc.start]:02x} at offset "
+                          f"{exc.start})") from None
+    data = parse_yaml(text, f"config file {p}")
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping of sections ({', '.join(SECTIONS)})")
     base = data.pop("base", None)
     if base is not None:  # ``base: other.yaml`` — shallow-per-section inheritance, relative to this file
-        parent = load_yaml(p.parent / base)
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(f"config file {p}: base: must be the name of another config file, got {shown(base)}")
+        here = p.resolve()
+        parent_path = p.parent / base
+        chain = (*_chain, here)
+        if parent_path.resolve() in chain:
+            names = " -> ".join(str(c) for c in (*chain, parent_path.resolve()))
+            raise ConfigError(f"config file {p}: base: forms a cycle ({names})")
+        parent = load_yaml(parent_path, chain)
         parent.pop("paper", None)  # the base's published row is the base's, not this file's
         child, inherited = data.get("method"), parent.get("method")
         if (isinstance(child, dict) and isinstance(inherited, dict) and "name" in child

@@ -32,9 +32,24 @@ from typing import Any, Literal, Union
 
 from batchaug.errors import ConfigError
 
-__all__ = ["Bounds", "build", "check_bounds", "coerce", "describe", "option", "to_dict"]
+__all__ = ["Bounds", "build", "check_bounds", "coerce", "describe", "option", "shown", "to_dict"]
 
 _MISSING: Any = dataclasses.MISSING
+SHOWN_CHARS = 80
+"""Longest ``repr`` of a value that an error message quotes whole (:func:`shown`)."""
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` for an error message, cut in the middle when longer than ``limit`` characters, so
+    that a pasted megabyte never ends up in a one-line error."""
+    try:
+        text = repr(value)
+    except RecursionError:  # a self-referencing container
+        text = f"<{type(value).__name__}>"
+    if len(text) <= limit:
+        return text
+    keep = max(8, limit - 24)
+    return f"{text[:keep]}...<{len(text)} characters>"
 _KEY = "batchaug"  # the dataclass field metadata entry that holds the Bounds
 
 
@@ -78,15 +93,16 @@ class Bounds:
                 self.check(item, f"{key}[{i}]")
             return
         if self.choices is not None and value not in self.choices:
-            raise ConfigError(f"{key}: {value!r} is not allowed; choose one of {', '.join(map(repr, self.choices))}")
+            raise ConfigError(f"{key}: {shown(value)} is not allowed; "
+                              f"choose one of {', '.join(map(repr, self.choices))}")
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             return
         if isinstance(value, float) and not math.isfinite(value) and self.describe():
-            raise ConfigError(f"{key}: must be a finite number {self.describe()}, got {value!r}")
+            raise ConfigError(f"{key}: must be a finite number {self.describe()}, got {shown(value)}")
         ok = ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
               and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
         if not ok:
-            raise ConfigError(f"{key}: must be {self.describe()}, got {value!r}")
+            raise ConfigError(f"{key}: must be {self.describe()}, got {shown(value)}")
 
 
 def _num(x: float) -> str:
@@ -148,7 +164,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         allowed = typing.get_args(tp)
         if value in allowed:
             return value
-        raise ConfigError(f"{key}: {value!r} is not allowed; choose {describe(tp)}")
+        raise ConfigError(f"{key}: {shown(value)} is not allowed; choose {describe(tp)}")
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -163,11 +179,11 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
                 return coerce(value, arg, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"{key}: {value!r} is not {describe(tp)}")
+        raise ConfigError(f"{key}: {shown(value)} is not {describe(tp)}")
     if tp is type(None):
         if value is None:
             return None
-        raise ConfigError(f"{key}: expected null, got {value!r}")
+        raise ConfigError(f"{key}: expected null, got {shown(value)}")
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
@@ -176,7 +192,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, Sequence) or isinstance(value, str):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {shown(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):
@@ -184,7 +200,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         return tuple(coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
     if origin is dict or tp is dict:
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {shown(value)}")
         return dict(value)
     if tp is bool:
         return _to_bool(value, key)
@@ -197,7 +213,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, str):
             return value
         hint = " (quote it to mean the text)" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
-        raise ConfigError(f"{key}: expected a string, got {value!r}{hint}")
+        raise ConfigError(f"{key}: expected a string, got {shown(value)}{hint}")
     if callable(getattr(tp, "from_config", None)):  # a type that builds itself (e.g. a method spec)
         return tp.from_config(value, key)
     if dataclasses.is_dataclass(tp):
@@ -210,12 +226,12 @@ def _to_bool(value: Any, key: str) -> bool:
         return value
     if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off"):
         return value.lower() in ("true", "yes", "on")
-    raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    raise ConfigError(f"{key}: expected true or false, got {shown(value)}")
 
 
 def _to_int(value: Any, key: str) -> int:
     if isinstance(value, bool):
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        raise ConfigError(f"{key}: expected an integer, got {shown(value)}")
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
@@ -230,12 +246,12 @@ def _to_int(value: Any, key: str) -> int:
                 as_float = math.nan
             if math.isfinite(as_float) and as_float.is_integer():
                 return int(as_float)
-    raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    raise ConfigError(f"{key}: expected an integer, got {shown(value)}")
 
 
 def _to_float(value: Any, key: str) -> float:
     if isinstance(value, bool):
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        raise ConfigError(f"{key}: expected a number, got {shown(value)}")
     if isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, str):
@@ -243,7 +259,7 @@ def _to_float(value: Any, key: str) -> float:
             return float(value)
         except ValueError:
             pass
-    raise ConfigError(f"{key}: expected a number, got {value!r}")
+    raise ConfigError(f"{key}: expected a number, got {shown(value)}")
 
 
 # -------------------------------------------------------------------------------------- dataclasses
@@ -257,13 +273,14 @@ def build(cls: type, values: Mapping[str, Any] | None, prefix: str) -> Any:
     """
     values = {} if values is None else values
     if not isinstance(values, Mapping):
-        raise ConfigError(f"{prefix}: expected a mapping of keys, got {values!r}")
+        raise ConfigError(f"{prefix}: expected a mapping of keys, got {shown(values)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(values) - set(fields), key=str)
     if unknown:
         where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"unknown key {where}{unknown[0]}; allowed keys{' in ' + prefix if prefix else ''}: "
+        name = str(unknown[0]) if len(str(unknown[0])) <= SHOWN_CHARS else shown(str(unknown[0]))
+        raise ConfigError(f"unknown key {where}{name}; allowed keys{' in ' + prefix if prefix else ''}: "
                           + ", ".join(sorted(fields)))
     kwargs = {}
     for name, value in values.items():

@@ -87,8 +87,10 @@ def _scale_shift(mean: tuple[float, ...], std: tuple[float, ...], channels: int,
     ``ViewAugmenter`` call reuse the constants instead of rebuilding and copying them to the
     device (callers must not modify them in place)."""
     if len(mean) not in (1, channels) or len(std) not in (1, channels):
-        raise ConfigError(f"normalize: mean and std must have 1 or {channels} values (one per channel), "
-                          f"got {len(mean)} and {len(std)}")
+        raise ConfigError(f"normalize: the images have {channels} channel{'s' if channels != 1 else ''} but mean "
+                          f"has {len(mean)} value{'s' if len(mean) != 1 else ''} and std {len(std)}: give one per "
+                          "channel, or a single value for all (a dataset's statistics normalizing another "
+                          "dataset? check data.kind)")
     if any(s <= 0 for s in std):
         raise ConfigError(f"normalize: std must be > 0, got {tuple(std)}")
     m = torch.tensor(mean, dtype=torch.float64).expand(channels)

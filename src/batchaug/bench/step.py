@@ -61,6 +61,7 @@ def _trainer(model_name: str, method_name: str, m: int, batch: int, micro: int |
     from batchaug.data import CIFAR_STATS
     from batchaug.methods import MethodContext, build_method
     from batchaug.models import build_model
+    from batchaug.train.nonfinite import NonFiniteGuard
     from batchaug.train.optim import LRSchedule, build_optimizer
     from batchaug.train.trainer import Trainer, TrainerSettings
 
@@ -77,8 +78,13 @@ def _trainer(model_name: str, method_name: str, m: int, batch: int, micro: int |
     n = images.shape[0]
     settings = TrainerSettings(batch_size=batch, total_steps=10**6, steps_per_epoch=n // batch, eval_every=10**6,
                                micro_batch=micro, progress=False)
-    return Trainer(model, method, opt, LRSchedule(ocfg, 0.1, 1, 10**6), settings, images.to(device),
-                   targets.to(device), images[:1].to(device), targets[:1].to(device), device)
+    trainer = Trainer(model, method, opt, LRSchedule(ocfg, 0.1, 1, 10**6), settings, images.to(device),
+                      targets.to(device), images[:1].to(device), targets[:1].to(device), device)
+    # The NaN/Inf check as on an accelerator (its flag read at the next metrics line, never per step): on
+    # the CPU, the per-step read the trainer makes there (free on the CPU) would otherwise be counted as a
+    # synchronization by `bench syncs`, and timed by `bench step`, though no accelerator run makes it.
+    trainer.guard = NonFiniteGuard(settings.on_nonfinite, device, scaled=trainer.scaler.is_enabled(), eager=False)
+    return trainer
 
 
 def _plain_step(model_name: str, views: int, device: torch.device) -> Callable[[], None]:
@@ -119,7 +125,7 @@ def _time_pair(a: Callable[[], None], b: Callable[[], None], repeats: int,
                 f()
             _sync(device)
             out.append((time.perf_counter() - t0) / stream)
-    return statistics.median(ta), statistics.median(tb), statistics.median(x / y for x, y in zip(ta, tb))
+    return statistics.median(ta), statistics.median(tb), statistics.median(x / y for x, y in zip(ta, tb, strict=True))
 
 
 def peak_memory(fn: Callable[[], None], device: torch.device) -> int:

@@ -166,9 +166,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write(run_dir: Path, name: str, payload: dict[str, Any]) -> None:
-    out = run_dir / "eval"
-    out.mkdir(exist_ok=True)
-    (out / name).write_text(json.dumps(payload, indent=2) + "\n")
+    from batchaug.io import make_dirs, write_json
+
+    out = make_dirs(run_dir / "eval")
+    write_json(out / name, payload)  # atomic: a reader (or a kill) never sees half a result
     print(f"== {out / name}")
     summary = {k: v for k, v in payload.items() if k != "modes"} if len(json.dumps(payload)) > 4000 else payload
     print(json.dumps(summary, indent=2))

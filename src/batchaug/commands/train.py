@@ -2,12 +2,18 @@
 
   batchaug train configs/quick/cifar10_resnet20.yaml method.name=ba method.m=4 --out runs/ba
   batchaug train --resume runs/ba                      continue an interrupted run from last.pt
+  batchaug train --resume runs/ba train.max_steps=2000 continue it further (what may change: docs/reliability.md)
+  batchaug train CONFIG --out runs/ba --restart        start over a run killed before its first checkpoint
   batchaug train CONFIG --sweep method.eta=0,1e-3,0.1 --out runs/eta
                                                        one run per value, in runs/eta/<key>=<value>/
   batchaug train CONFIG --sweep method.m=2,4 --out runs/m --print
                                                        print each point's command instead (SLURM, torchrun)
 
 Overrides may stand before or after the options (CONFIG --out DIR key=value works); later ones win.
+
+One process at a time writes a run directory (a second is refused, naming the first's PID); every file
+in it is replaced atomically, so a kill, a full disk or a crash never leaves a directory that cannot be
+evaluated or resumed. A NaN/Inf loss or gradient stops the run with exit status 3 (train.on_nonfinite).
 
 The run directory receives config.yaml (the fully resolved config), metrics.jsonl (one JSON object per
 evaluation), last.pt and best.pt (checkpoints), summary.json and, with tensorboard installed, events.
@@ -32,7 +38,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="dotted overrides, e.g. method.m=4 train.max_steps=200 data.subset=10000")
     parser.add_argument("--out", type=Path, help="run directory to create (required unless --resume)")
-    parser.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from DIR/last.pt")
+    parser.add_argument("--resume", type=Path, metavar="DIR",
+                        help="continue the run in DIR from DIR/last.pt (from step 0 if it never wrote one)")
+    parser.add_argument("--restart", action="store_true",
+                        help="start the --out directory over when its run never completed a first checkpoint")
     parser.add_argument("--sweep", action="append", default=[], metavar="key=v1,v2,...",
                         help="train once per value (repeatable: the grid of all combinations)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -51,18 +60,19 @@ def _split_positionals(args: argparse.Namespace) -> tuple[str | None, list[str]]
 
 def run(args: argparse.Namespace) -> int:
     from batchaug.config import apply_overrides, dump_config, load_yaml, resolve_config
+    from batchaug.train.resume import load_resume_config
     from batchaug.train.run import train_run
 
     config, overrides = _split_positionals(args)
     if args.resume is not None:
-        run_dir = args.resume
-        if not (run_dir / "config.yaml").is_file():
-            raise ConfigError(f"--resume {run_dir}: no config.yaml there; is it a run directory?")
-        if not (run_dir / "last.pt").is_file():
-            raise ConfigError(f"--resume {run_dir}: no last.pt there (the run never reached its first evaluation)")
-        raw = apply_overrides(load_yaml(run_dir / "config.yaml"), overrides)
-        cfg = resolve_config(raw)
-        summary = train_run(cfg, run_dir, resume=True)
+        if config is not None:
+            raise ConfigError(f"--resume {args.resume}: a resumed run keeps its own config; give key=value "
+                              f"overrides only, not {config}")
+        if args.restart or args.out is not None or args.sweep:
+            raise ConfigError("--resume continues one run in its own directory; --out, --restart and --sweep "
+                              "do not apply")
+        cfg = load_resume_config(args.resume, overrides)
+        summary = train_run(cfg, args.resume, resume=True)
         _print_summary(summary)
         return 0
     if config is None:
@@ -78,9 +88,11 @@ def run(args: argparse.Namespace) -> int:
             print(line)
         return 0
     if not args.sweep:
-        summary = train_run(resolve_config(raw), args.out)
+        summary = train_run(resolve_config(raw), args.out, restart=args.restart)
         _print_summary(summary)
         return 0
+    if args.restart:
+        raise ConfigError("--restart applies to one run directory, not to a --sweep")
     return _run_sweep(raw, args.sweep, args.out)
 
 
@@ -151,7 +163,9 @@ def _run_sweep(raw: dict, specs: list[str], out: Path) -> int:
                                           for c in combo}, "run_dir": str(out / name), **summary})
     if not _is_first_process():  # under torchrun: rank 0 writes sweep.json and the table
         return 0
-    (out / "sweep.json").write_text(json.dumps(results, indent=2) + "\n")
+    from batchaug.io import write_json
+
+    write_json(out / "sweep.json", results)
     keys = [c.split("=", 1)[0] for c in grid[0]]
     print("\t".join(keys + ["final_val_acc", "median_last5_val_acc", "best_val_acc"]))
     for r in results:

@@ -5,7 +5,12 @@ avoids unpacking 60k-1M small files; members that are stored uncompressed (the u
 JPEG/PNG archives, which do not deflate) are sliced straight out of a memory map of the archive,
 which is several times faster than ``zipfile.ZipFile.read`` and safe to call from many threads.
 Every member read from a zip is checked against its CRC-32, so a damaged archive is reported
-rather than decoded into garbage.
+rather than decoded into garbage, and no member is inflated past :data:`~batchaug.limits.MAX_MEMBER_BYTES`
+(checked before inflating, and enforced while inflating: a zip bomb can lie about its sizes).
+
+In a folder, symbolic links are followed once at most: every folder is listed once, however many links
+lead to it (a link loop does not repeat the data), and a link that leads outside the dataset folder is an
+error, so no path outside it is ever read.
 
 Paths inside a tree are POSIX-style and relative (``"train/cat/0001.jpg"``); listings are sorted by
 that string, so a zip and the same files unpacked list (and therefore load) in the same order.
@@ -20,6 +25,7 @@ import os
 import stat
 import struct
 import threading
+import warnings
 import zipfile
 import zlib
 from abc import ABC, abstractmethod
@@ -28,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from batchaug.errors import DataError
+from batchaug.limits import MAX_MEMBER_BYTES
 
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # zip local file header, 30 bytes
 _LOCAL_MAGIC = b"PK\x03\x04"
@@ -95,16 +102,51 @@ class DirTree(FileTree):
 
     def walk_files(self, prefix: str = "") -> list[str]:
         top = self.path / prefix if prefix else self.path
+        root = os.path.realpath(self.path)
         out: list[str] = []
-
-        def on_error(exc: OSError) -> None:
-            raise DataError(f"{exc.filename}: cannot list folder ({exc.strerror or exc})") from exc
-
-        for dirpath, dirnames, filenames in os.walk(top, onerror=on_error, followlinks=True):
-            dirnames[:] = [d for d in dirnames if not _is_hidden(d)]
-            rel = Path(dirpath).relative_to(self.path).as_posix()
-            rel = "" if rel == "." else rel + "/"
-            out.extend(rel + f for f in filenames if not _is_hidden(f))
+        visited: set[tuple[int, int]] = set()
+        repeats = 0
+        try:
+            st = os.stat(top)
+        except OSError as exc:
+            raise DataError(f"{top}: cannot list folder ({exc.strerror or exc})") from exc
+        visited.add((st.st_dev, st.st_ino))
+        pending = [(str(top), prefix if not prefix or prefix.endswith("/") else prefix + "/")]
+        while pending:
+            folder, rel = pending.pop()
+            try:
+                with os.scandir(folder) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError as exc:
+                raise DataError(f"{folder}: cannot list folder ({exc.strerror or exc})") from exc
+            for entry in entries:
+                if _is_hidden(entry.name):
+                    continue
+                try:
+                    if entry.is_symlink():
+                        target = os.path.realpath(entry.path)
+                        if os.path.commonpath([root, target]) != root:
+                            raise DataError(f"{entry.path}: a symbolic link to {target}, outside the dataset folder "
+                                            f"{self.path}; nothing outside it is read (copy the data in, or point "
+                                            "data.root at the folder that holds it all)")
+                    if entry.is_dir():
+                        st = entry.stat()
+                        key = (st.st_dev, st.st_ino)
+                        if key in visited:  # a link loop, or a second link to a folder: listed once
+                            repeats += 1
+                            continue
+                        visited.add(key)
+                        pending.append((entry.path, f"{rel}{entry.name}/"))
+                    elif entry.is_file():
+                        out.append(rel + entry.name)
+                except DataError:
+                    raise
+                except OSError as exc:
+                    raise DataError(f"{entry.path}: cannot read ({exc.strerror or exc})") from exc
+        if repeats:
+            warnings.warn(f"{self.path}: {repeats} symbolic link(s) lead to folders listed already (a loop, or a "
+                          "second link to one folder); each folder's images are used once", RuntimeWarning,
+                          stacklevel=2)
         out.sort()
         return out
 
@@ -143,8 +185,9 @@ class DirTree(FileTree):
 class ZipTree(FileTree):
     """A zip archive read in place. Safe to share between threads; reopens itself after ``fork``."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, max_member_bytes: int = MAX_MEMBER_BYTES) -> None:
         self.path = Path(path)
+        self.max_member_bytes = int(max_member_bytes)
         self._lock = threading.Lock()
         self._pid = -1
         self._zip: zipfile.ZipFile | None = None
@@ -194,7 +237,8 @@ class ZipTree(FileTree):
             self._map = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) if size else None
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
             file.close()
-            raise DataError(f"{self.path}: not a readable zip archive ({exc})") from exc
+            raise DataError(f"{self.path}: truncated or corrupt zip archive ({exc}); re-download or re-create "
+                            "it") from exc
         self._file = file
         self._pid = os.getpid()
 
@@ -271,15 +315,21 @@ class ZipTree(FileTree):
         info = self._info(name)
         if info.flag_bits & 0x1:
             raise DataError(f"{self.path}: member '{name}' is encrypted; encrypted zips are not supported")
+        cap = self.max_member_bytes
+        if info.file_size > cap or (info.compress_type == zipfile.ZIP_STORED and info.compress_size > cap):
+            raise DataError(f"{self.path}: member '{name}' declares {max(info.file_size, info.compress_size):,} "
+                            f"bytes, above the cap of {cap:,} per member (a zip bomb?)")
         try:
             if info.compress_type == zipfile.ZIP_STORED:
                 data = self._raw(info)
             elif info.compress_type == zipfile.ZIP_DEFLATED:
-                data = zlib.decompress(self._raw(info), -zlib.MAX_WBITS)
+                # never inflate past the declared size (+1 byte to notice a member that lies about it)
+                data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(self._raw(info), info.file_size + 1)
             else:  # bzip2 / lzma: rare for images; zipfile knows them
                 with self._lock:
                     assert self._zip is not None
-                    data = self._zip.read(info)
+                    with self._zip.open(info) as member:
+                        data = member.read(info.file_size + 1)
         except (zlib.error, zipfile.BadZipFile, OSError, NotImplementedError, EOFError) as exc:
             raise DataError(f"{self.path}: member '{name}' cannot be read ({exc})") from exc
         if len(data) != info.file_size or zlib.crc32(data) != info.CRC:
@@ -328,4 +378,15 @@ def open_tree(path: str | os.PathLike[str]) -> FileTree:
         return DirTree(p)
     if zipfile.is_zipfile(p):
         return ZipTree(p)
+    if p.suffix.lower() == ".zip" or _starts_like_zip(p):
+        raise DataError(f"{p}: truncated or corrupt zip archive (its central directory is missing); re-download "
+                        "or re-create it")
     raise DataError(f"{p}: expected a folder or a .zip archive")
+
+
+def _starts_like_zip(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == _LOCAL_MAGIC
+    except OSError:
+        return False

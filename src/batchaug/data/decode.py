@@ -18,6 +18,12 @@ Sizes (``image_size=S``), chosen by ``resize_mode``:
   ``"stretch"``                resize to S x S, ignoring the aspect ratio;
   ``"crop"``                   crop the centre S x S without resampling (images smaller than S fail).
 An image already S x S is returned unchanged in every mode.
+
+Size limit. An image larger than ``max_pixels`` (width x height; default :data:`DEFAULT_MAX_PIXELS`,
+PIL's ``MAX_IMAGE_PIXELS``; config key ``data.max_pixels``) is refused before any decoder allocates
+its buffer: JPEG and PNG sizes are read from the file's header (SOF marker, IHDR chunk), other formats'
+from PIL's lazy ``Image.open``. A few bytes can otherwise claim a 65535 x 65535 image (12 GiB of RGB).
+For the formats PIL decodes, PIL's own ``MAX_IMAGE_PIXELS`` check applies as well.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from batchaug.errors import ConfigError, DataError
+from batchaug.limits import DEFAULT_MAX_PIXELS
 
 
 def _torchvision_ops() -> tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]] | None:
@@ -103,9 +110,46 @@ def expected_complete_format(name: str) -> bool:
     return name.lower().endswith((".jpg", ".jpeg", ".png"))
 
 
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` of a JPEG (its SOF marker) or PNG (its IHDR chunk) read from the header, without
+    decoding; None for other formats or a header that does not parse (the decoder then reports it)."""
+    if data.startswith(_PNG_SIGNATURE):
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            return None
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if not data.startswith(_JPEG_SOI):
+        return None
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            return None
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn (not DHT, JPG, DAC)
+            if i + 9 > n:
+                return None
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
+def check_pixels(width: int, height: int, max_pixels: int | None, name: str) -> None:
+    """Raise :class:`DataError` when a ``width x height`` image exceeds ``max_pixels`` (None: no limit)."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise DataError(f"{name} is {width}x{height} = {width * height:,} pixels, above the limit of "
+                        f"{max_pixels:,} (config key data.max_pixels; a decompression bomb?)")
+
+
 def decode_image(data: bytes, *, channels: int | None = 3, image_size: int | None = None,
                  resize_mode: str = "center_crop", name: str = "image",
-                 backend: str | None = None) -> torch.Tensor:
+                 backend: str | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """Decode one encoded image.
 
     Args:
@@ -116,6 +160,7 @@ def decode_image(data: bytes, *, channels: int | None = 3, image_size: int | Non
         resize_mode: ``"center_crop"``, ``"stretch"`` or ``"crop"`` (module docstring).
         name: how to name the image in an error message (e.g. ``"member 'x.jpg' of zip 'y.zip'"``).
         backend: ``"torchvision"`` or ``"pil"``; None: :data:`DEFAULT_BACKEND`.
+        max_pixels: refuse images of more pixels (width x height), checked before decoding; None: no limit.
 
     Returns:
         A uint8 tensor (C, H, W). It may be a channels-last view of the decoder's (H, W, C) buffer:
@@ -123,17 +168,21 @@ def decode_image(data: bytes, *, channels: int | None = 3, image_size: int | Non
         ``torch.stack`` (which every batching path uses) copies it into place anyway.
 
     Raises:
-        DataError: the bytes are not a decodable image, or a colour image was asked for as grayscale.
+        DataError: the bytes are not a decodable image, a colour image was asked for as grayscale, or the
+            image has more than ``max_pixels`` pixels.
     """
     if channels not in (1, 3, None):
         raise ConfigError(f"channels={channels!r}: allowed values are 1, 3 or None")
     backend = check_backend(backend)
+    size = header_size(data)
+    if size is not None:
+        check_pixels(*size, max_pixels, name)
     if backend == "torchvision" and data.startswith(_JPEG_SOI):
         img = _decode_jpeg(data, channels, name)
     elif backend == "torchvision" and data.startswith(_PNG_SIGNATURE):
         img = _decode_png(data, channels, name)
     else:
-        img = _decode_pil(data, channels, name)
+        img = _decode_pil(data, channels, name, max_pixels)
     if image_size is not None:
         img = fit_to_size(img, image_size, resize_mode, name=name)
     return img
@@ -230,9 +279,10 @@ def _decode_png(data: bytes, channels: int | None, name: str) -> torch.Tensor:
     return _to_uint8(img)
 
 
-def _decode_pil(data: bytes, channels: int | None, name: str) -> torch.Tensor:
+def _decode_pil(data: bytes, channels: int | None, name: str, max_pixels: int | None) -> torch.Tensor:
     try:
         with Image.open(io.BytesIO(data)) as im:
+            check_pixels(*im.size, max_pixels, name)  # Image.open reads the header only; load() allocates
             im.load()
             gray = im.mode in _PIL_GRAY_MODES
             if channels == 1 and not gray:
@@ -245,7 +295,9 @@ def _decode_pil(data: bytes, channels: int | None, name: str) -> torch.Tensor:
                 arr = np.asarray(im.convert("L"))
     except DataError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{name}: {_short(exc)} (PIL's Image.MAX_IMAGE_PIXELS)") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{name}: not a decodable image ({_short(exc)})") from exc
     if arr.ndim == 2:
         return torch.from_numpy(arr.copy()).unsqueeze(0)

@@ -44,6 +44,7 @@ from batchaug.data.decode import (
 )
 from batchaug.data.tensors import TensorSplit
 from batchaug.errors import ConfigError, DataError
+from batchaug.limits import DEFAULT_MAX_PIXELS
 
 SPLIT_FOLDERS = ("train", "training", "test", "val", "valid", "validation")
 # A requested split name -> folder names that may hold it, in order of preference.
@@ -150,14 +151,17 @@ class ImageFolderSource(Dataset[tuple[torch.Tensor, int]]):
             :mod:`batchaug.data.decode`).
         grayscale_to_rgb: load every image with 3 channels, even in an all-grayscale dataset.
         backend: image decoder, ``"torchvision"`` or ``"pil"`` (default: torchvision when available).
+        max_pixels: refuse images of more pixels than this (:func:`~batchaug.data.decode.decode_image`).
 
+    A class folder of the split that holds no image is an error (a failed copy, not a class to learn).
     Items are ``(uint8 (C, H, W) tensor, int target)``. Safe to use with DataLoader workers (a zip
     is reopened in each worker process).
     """
 
     def __init__(self, root: str | os.PathLike[str] | FileTree, split: str = "train", *,
                  image_size: int | None = None, resize_mode: str = "center_crop",
-                 grayscale_to_rgb: bool = False, backend: str | None = None) -> None:
+                 grayscale_to_rgb: bool = False, backend: str | None = None,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
         check_resize_mode(resize_mode)
         self.backend = check_backend(backend)
         check_image_size(image_size)
@@ -168,6 +172,7 @@ class ImageFolderSource(Dataset[tuple[torch.Tensor, int]]):
         self.image_size = image_size
         self.resize_mode = resize_mode
         self.grayscale_to_rgb = grayscale_to_rgb
+        self.max_pixels = max_pixels
         self.classes = list(self.layout.classes)
         prefix = self.layout.splits[self.split]
         index = {c: i for i, c in enumerate(self.classes)}
@@ -182,6 +187,12 @@ class ImageFolderSource(Dataset[tuple[torch.Tensor, int]]):
         if not files:
             raise DataError(f"{self.root}: split {self.split!r} holds no images (extensions looked "
                             f"for: {' '.join(sorted(IMAGE_EXTENSIONS))})")
+        present = set(targets)
+        empty = [c for c in self.tree.list_dir(prefix)[0] if c in index and index[c] not in present]
+        if empty:
+            raise DataError(f"{self.root}: class folder '{prefix}{empty[0]}' of split {self.split!r} holds no "
+                            f"images (extensions looked for: {' '.join(sorted(IMAGE_EXTENSIONS))}); remove it or "
+                            "fill it" + (f" ({len(empty)} such folders)" if len(empty) > 1 else ""))
         self.files = files
         self.targets = torch.tensor(targets, dtype=torch.int64)
         first = self._decode_as_is(0)
@@ -194,7 +205,7 @@ class ImageFolderSource(Dataset[tuple[torch.Tensor, int]]):
     def _decode_as_is(self, index: int) -> torch.Tensor:
         name = self.files[index]
         return decode_image(self.tree.read(name), channels=None, backend=self.backend,
-                            name=self.tree.describe(name))
+                            name=self.tree.describe(name), max_pixels=self.max_pixels)
 
     def _probe_channels(self, first: torch.Tensor) -> int:
         if first.shape[0] == 3:
@@ -214,7 +225,7 @@ class ImageFolderSource(Dataset[tuple[torch.Tensor, int]]):
         name = self.files[index]
         return decode_image(self.tree.read(name), channels=self.channels, image_size=self.image_size,
                             resize_mode=self.resize_mode, backend=self.backend,
-                            name=self.tree.describe(name))
+                            name=self.tree.describe(name), max_pixels=self.max_pixels)
 
     def fingerprint(self) -> str:
         """Changes whenever the files of this split change on disk (for cache keys)."""

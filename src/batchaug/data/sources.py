@@ -32,6 +32,7 @@ from batchaug.data.imagefolder import ImageFolderSource, discover_layout
 from batchaug.data.paths import cache_dir, resolve_data_path
 from batchaug.data.tensors import TensorSplit
 from batchaug.errors import ConfigError, DataError
+from batchaug.limits import DEFAULT_MAX_PIXELS
 
 KINDS = ("auto", "cifar10_jpeg", "imagefolder", "cifar10", "cifar100", "imagenet")
 PICKLE_KINDS = ("cifar10", "cifar100")
@@ -43,6 +44,8 @@ DEFAULT_NAMES: dict[str, tuple[str, ...]] = {
     "imagenet": ("imagenet", "imagenet.zip"),
 }
 """File or folder names searched for each kind when no path is given."""
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+"""CIFAR-10's class names (its ``batches.meta``), sorted: how ``cifar10_jpeg`` data is recognised."""
 _AUTO_SEARCH = ("cifar10_jpeg", "cifar10", "cifar100")
 
 CHECKS = ("none", "quick", "full")
@@ -113,7 +116,8 @@ def resolve_source(source: str | os.PathLike[str] | None, kind: str = "auto", *,
 def load_split(source: str | os.PathLike[str] | None, split: str = "train", *, kind: str = "auto",
                image_size: int | None = None, grayscale_to_rgb: bool = False, cache: bool = True,
                download: bool = False, resize_mode: str = "center_crop",
-               num_workers: int | None = None, backend: str | None = None) -> TensorSplit:
+               num_workers: int | None = None, backend: str | None = None,
+               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> TensorSplit:
     """Load a whole split as uint8 tensors.
 
     Args:
@@ -128,21 +132,24 @@ def load_split(source: str | os.PathLike[str] | None, split: str = "train", *, k
         resize_mode: how ``image_size`` is reached: ``"center_crop"``, ``"stretch"`` or ``"crop"``.
         num_workers: decoding threads; default: the CPUs available.
         backend: image decoder, ``"torchvision"`` or ``"pil"`` (default: torchvision when available).
+        max_pixels: refuse images of more pixels (width x height), checked before decoding; None: no limit.
 
     Raises:
-        DataError: missing/unreadable data, naming the file (and the zip member).
+        DataError: missing/unreadable data, naming the file (and the zip member); data that is not what
+            ``kind`` names (e.g. another dataset under ``cifar10_jpeg``, whose statistics would be wrong).
         ConfigError: an option outside its allowed values.
     """
     return cache_split(source, split, kind=kind, image_size=image_size,
                        grayscale_to_rgb=grayscale_to_rgb, cache=cache, download=download,
-                       resize_mode=resize_mode, num_workers=num_workers, backend=backend)[0]
+                       resize_mode=resize_mode, num_workers=num_workers, backend=backend,
+                       max_pixels=max_pixels)[0]
 
 
 def cache_split(source: str | os.PathLike[str] | None, split: str = "train", *, kind: str = "auto",
                 image_size: int | None = None, grayscale_to_rgb: bool = False, cache: bool = True,
                 download: bool = False, resize_mode: str = "center_crop",
-                num_workers: int | None = None,
-                backend: str | None = None) -> tuple[TensorSplit, Path | None]:
+                num_workers: int | None = None, backend: str | None = None,
+                max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[TensorSplit, Path | None]:
     """:func:`load_split` that also returns the cache file used (None for uncached kinds)."""
     check_resize_mode(resize_mode)
     backend = check_backend(backend)
@@ -165,15 +172,17 @@ def cache_split(source: str | os.PathLike[str] | None, split: str = "train", *, 
         file = cache_path(key)
         hit = load_cached(file, key)
         if hit is not None:
+            check_kind_matches(kind, path, hit.classes, int(hit.images.shape[1]))
             return hit, file
     src = ImageFolderSource(path, split, image_size=image_size, resize_mode=resize_mode,
-                            grayscale_to_rgb=grayscale_to_rgb, backend=backend)
-    _check_expected_classes(kind, src)
+                            grayscale_to_rgb=grayscale_to_rgb, backend=backend, max_pixels=max_pixels)
+    check_kind_matches(kind, path, src.classes, src.channels)
     if cache and file is None:
         key = cache_key({"source": src.fingerprint(), **options})
         file = cache_path(key)
         hit = load_cached(file, key)
         if hit is not None:
+            check_kind_matches(kind, path, hit.classes, int(hit.images.shape[1]))
             return hit, file
     data = src.load(num_workers)
     if cache and file is not None and not save_cached(file, key, data):
@@ -181,10 +190,21 @@ def cache_split(source: str | os.PathLike[str] | None, split: str = "train", *, 
     return data, file
 
 
-def _check_expected_classes(kind: str, src: ImageFolderSource) -> None:
-    if kind == "cifar10_jpeg" and len(src.classes) != 10:
-        raise DataError(f"{src.root}: found {len(src.classes)} class folders, CIFAR-10 has 10 "
-                        "(use kind='imagefolder' for other datasets)")
+def check_kind_matches(kind: str, path: str | os.PathLike[str], classes: list[str], channels: int) -> None:
+    """Raise :class:`DataError` when image data is not what ``kind`` names: ``cifar10_jpeg`` needs CIFAR-10's
+    ten classes in colour, ``imagenet`` colour images. Another dataset under such a kind would be normalized
+    with that dataset's statistics (wrongly, or for the wrong number of channels); the message says which
+    ``data.kind`` to set."""
+    names = [c.lower() for c in classes]
+    if kind == "cifar10_jpeg" and (tuple(names) != CIFAR10_CLASSES or channels != 3):
+        listed = ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "")
+        raise DataError(f"{path}: data.kind is 'cifar10_jpeg' but this is not CIFAR-10 ({len(classes)} classes: "
+                        f"{listed}; {channels}-channel images); set data.kind=imagefolder to train on it (its "
+                        "normalization is then measured from its own images)")
+    if kind == "imagenet" and channels != 3:
+        raise DataError(f"{path}: data.kind is 'imagenet' but its images have {channels} channel(s), ImageNet's 3; "
+                        "set data.kind=imagefolder to train on it (its normalization is then measured from its "
+                        "own images)")
 
 
 def dataset_info(source: str | os.PathLike[str] | None, kind: str = "auto", *,
@@ -221,8 +241,7 @@ def dataset_info(source: str | os.PathLike[str] | None, kind: str = "auto", *,
     try:
         layout = discover_layout(tree)
         sources = [ImageFolderSource(tree, name) for name in layout.splits]
-        if kind == "cifar10_jpeg":
-            _check_expected_classes(kind, sources[0])
+        check_kind_matches(kind, path, sources[0].classes, sources[0].channels)
         total = sum(len(s) for s in sources)
         if check == "full" or (check == "quick" and total <= FULL_CHECK_LIMIT):
             for s in sources:

@@ -104,7 +104,8 @@ def load_eval_data(run: TrainedRun, split: str | None = None, limit: int | None 
     else:
         name = split or cfg.eval.split
         d = cfg.data
-        loaded = load_split(d.root, name, kind=d.kind, image_size=d.image_size, cache=d.cache, download=d.download)
+        loaded = load_split(d.root, name, kind=d.kind, image_size=d.image_size, cache=d.cache, download=d.download,
+                            grayscale_to_rgb=d.grayscale_to_rgb, max_pixels=d.max_pixels)
         images, targets = loaded.images, loaded.targets
     index = torch.arange(images.shape[0])
     if limit is not None and limit < images.shape[0]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchaug.errors import ConfigError
 from batchaug.modality import IMAGES, TOKENS
-from batchaug.schema import build, to_dict
+from batchaug.schema import build, shown, to_dict
 
 if TYPE_CHECKING:
     from batchaug.methods.base import Method, MethodContext
@@ -58,7 +58,8 @@ def get_method_class(name: str, modality: str = IMAGES) -> type[Method]:
         where = "" if modality == IMAGES else f" on {modality}"
         others = [m for m, table in REGISTRIES.items() if m != modality and isinstance(name, str) and name in table]
         hint = f" (it is a method for {others[0]}: check data.kind)" if others else ""
-        raise ConfigError(f"method.name: unknown method {name!r}{where}{hint}; choose one of {', '.join(registry)}")
+        raise ConfigError(f"method.name: unknown method {shown(name)}{where}{hint}; "
+                          f"choose one of {', '.join(registry)}")
     if isinstance(target, type):
         return target
     module_name, cls_name = target.split(":")
@@ -106,11 +107,11 @@ class MethodSpec(Mapping[str, Any]):
         if raw is None:
             raw = {}
         if not isinstance(raw, Mapping):
-            raise ConfigError(f"{prefix}: expected a mapping with a name, got {raw!r}")
+            raise ConfigError(f"{prefix}: expected a mapping with a name, got {shown(raw)}")
         raw = dict(raw)
         name = raw.pop("name", "baseline")
         if not isinstance(name, str):
-            raise ConfigError(f"{prefix}.name: expected a string, got {name!r}")
+            raise ConfigError(f"{prefix}.name: expected a string, got {shown(name)}")
         method_class = get_method_class(name, modality)
         return cls(name, build(method_class.Options, raw, prefix), modality)
 

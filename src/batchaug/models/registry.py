@@ -26,6 +26,7 @@ from torch import nn
 
 from batchaug.errors import ConfigError
 from batchaug.models.wide_resnet import check_wrn_depth, wrn
+from batchaug.schema import shown
 
 FAMILIES = ("cifar", "imagenet", "text")
 """``text``: language models over a vocabulary (``num_classes`` is its size)."""
@@ -115,10 +116,10 @@ def _wrn_spec(name: str, depth: int, widen: int) -> ModelSpec:
 
 def _unknown(name: str) -> ConfigError:
     known = sorted(_REGISTRY)
-    close = difflib.get_close_matches(name, known, n=3)
+    close = difflib.get_close_matches(name, known, n=3) if len(name) < 200 else []
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     return ConfigError(
-        f"unknown model {name!r}.{hint} Known models: {', '.join(known)}; also wrn<depth>_<widen>, "
+        f"unknown model {shown(name)}.{hint} Known models: {', '.join(known)}; also wrn<depth>_<widen>, "
         "tv:<torchvision classification model> and timm:<timm model>"
     )
 

@@ -127,7 +127,7 @@ def prepare_lm_run(cfg: RunConfig, out_dir: str | Path | None, device: torch.dev
     settings = TrainerSettings(batch_size=plan.batch_size, total_steps=plan.total_steps,
                                steps_per_epoch=plan.steps_per_epoch, eval_every=plan.eval_every, seed=cfg.seed,
                                micro_batch=t.micro_batch, amp=t.amp, eval_batch_size=cfg.eval.batch_size,
-                               progress=t.progress)
+                               progress=t.progress, on_nonfinite=t.on_nonfinite)
     validation = PerplexityValidation(val_ids, cfg.eval.batch_size, d.bptt, device)
     trainer = Trainer(model, method, optimizer, schedule_of(cfg, plan), settings, None, None, None, None, device,
                       out_dir, extra_checkpoint={"config": json.loads(json.dumps(cfg.to_dict())),
@@ -164,11 +164,9 @@ def prepare_lm_run(cfg: RunConfig, out_dir: str | Path | None, device: torch.dev
         from batchaug.evaluate.perplexity import evaluate_run_perplexity
 
         result = evaluate_run_perplexity(out, "best", str(device), splits=("test",))
-        folder = Path(out) / "eval"
-        folder.mkdir(exist_ok=True)
-        tmp = folder / "perplexity.json.tmp"
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        tmp.replace(folder / "perplexity.json")
+        from batchaug.io import make_dirs, write_json
+
+        write_json(make_dirs(Path(out) / "eval") / "perplexity.json", result)
         test = result["modes"]["plain"]["test"]
         print(f"test     perplexity {test['ppl']:.2f} (loss {test['loss']:.4f}) of {result['checkpoint']} over "
               f"{test['tokens']} tokens in {test['batch_size']} column{'s' if test['batch_size'] != 1 else ''}",

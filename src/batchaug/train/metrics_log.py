@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from batchaug.errors import DataError
+from batchaug.io import append_text, make_dirs, write_text
 
 REQUIRED_KEYS = ("epoch", "step", "images_seen", "lr", "train_loss", "val_loss", "val_acc", "grad_norm", "wall_time")
 
@@ -61,33 +65,63 @@ def _clean(v: Any) -> Any:
 class MetricsWriter:
     """Appends one JSON object per line to ``metrics.jsonl``, fsync'd so a kill loses at most a line.
 
-    Other sinks (TensorBoard, CSV, W&B) are callbacks that receive the same lines
-    (:mod:`batchaug.train.callbacks.loggers`).
+    Every line goes through :func:`batchaug.io.append_text` (a failed write leaves no fragment behind), and
+    :meth:`truncate_after` rewrites the file atomically. Other sinks (TensorBoard, CSV, W&B) are callbacks
+    that receive the same lines (:mod:`batchaug.train.callbacks.loggers`).
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path.parent)
 
     def truncate_after(self, step: int) -> None:
-        """Drop lines written after ``step`` (lines of an interrupted run newer than its checkpoint)."""
+        """Drop lines written after ``step`` (lines of an interrupted run newer than its checkpoint) and a
+        last line cut short by a kill or a full disk (with a warning); the file is replaced atomically."""
         if not self.path.exists():
             return
-        keep = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", -1) <= step]
-        self.path.write_text("".join(line + "\n" for line in keep))
+        keep = [r for r in _parse(self.path) if r.get("step", -1) <= step]
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def write(self, record: dict[str, Any]) -> dict[str, Any]:
         """Append ``record`` (tensors read, NaN/inf written as null); returns what was written."""
         record = {k: _clean(v) for k, v in record.items()}
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_text(self.path, json.dumps(record) + "\n")
         return record
 
     def close(self) -> None:
         """Nothing is held open between lines; kept so writers can be used uniformly."""
+
+
+def _parse(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl``. A last line without its newline is a write that a kill or a full
+    disk cut short: dropped with a warning when it does not parse. Any other bad line is a DataError."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); not a metrics.jsonl batchaug wrote") from exc
+    lines = text.split("\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if number == len(lines):  # the unterminated tail
+                warnings.warn(f"{path}: ignoring its last line, cut short ({len(line)} bytes without a newline: "
+                              "a write interrupted by a kill or a full disk)", RuntimeWarning, stacklevel=3)
+                continue
+            raise DataError(f"{path}, line {number}: not a JSON object ({_snippet(line)})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}, line {number}: not a JSON object ({_snippet(line)})")
+        records.append(record)
+    return records
+
+
+def _snippet(line: str, limit: int = 60) -> str:
+    return repr(line if len(line) <= limit else line[:limit] + "...")
 
 
 def read_metrics(path: str | os.PathLike, kind: str | None = "eval") -> list[dict[str, Any]]:
@@ -95,13 +129,15 @@ def read_metrics(path: str | os.PathLike, kind: str | None = "eval") -> list[dic
 
     ``kind="eval"`` (the default): the evaluation lines (``"kind": "eval"``, or no ``kind``: runs
     written before step lines existed); ``"step"``: the ``train.log_every`` lines; ``None``: all.
+    A last line cut short by a kill or a full disk is skipped with a warning; any other line that is
+    not a JSON object raises :class:`~batchaug.errors.DataError` naming the file and line.
     """
     p = Path(path)
     if p.is_dir():
         p = p / "metrics.jsonl"
     if not p.exists():
         return []
-    records = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    records = _parse(p)
     if kind is None:
         return records
     return [r for r in records if r.get("kind", "eval") == kind]

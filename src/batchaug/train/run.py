@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import statistics
 import warnings
@@ -21,8 +22,10 @@ import torch
 import yaml
 from torch import nn
 
-from batchaug.config import RunConfig, dump_config, load_yaml, resolve_config
-from batchaug.errors import ConfigError
+from batchaug.config import RunConfig, dump_config, resolve_config
+from batchaug.errors import ConfigError, DataError
+from batchaug.io import make_dirs, remove_orphans, write_json, write_text
+from batchaug.lock import DirLock
 from batchaug.methods import Method, MethodContext, Regime, build_method
 from batchaug.modality import IMAGES
 from batchaug.nn.wrappers import unwrap
@@ -31,6 +34,7 @@ from batchaug.train.callbacks import build_callbacks
 from batchaug.train.determinism import configure_determinism
 from batchaug.train.metrics_log import read_metrics
 from batchaug.train.optim import LRSchedule, build_optimizer
+from batchaug.train.resume import plan_start, read_run_config
 from batchaug.train.trainer import Trainer, TrainerSettings
 
 
@@ -80,7 +84,8 @@ def load_run_data(cfg: RunConfig, device: torch.device, *, train: bool = True) -
     from batchaug.data import load_split, resolve_source, stats_for
 
     d = cfg.data
-    kwargs: dict[str, Any] = {"kind": d.kind, "image_size": d.image_size, "cache": d.cache, "download": d.download}
+    kwargs: dict[str, Any] = {"kind": d.kind, "image_size": d.image_size, "cache": d.cache, "download": d.download,
+                              "grayscale_to_rgb": d.grayscale_to_rgb, "max_pixels": d.max_pixels}
     test = load_split(d.root, cfg.eval.split, **kwargs)
     if d.val_subset is not None and d.val_subset < len(test):
         test = test.subset(d.val_subset, generator=torch.Generator().manual_seed(cfg.seed + _VAL_SUBSET_SEED))
@@ -101,6 +106,7 @@ def load_run_data(cfg: RunConfig, device: torch.device, *, train: bool = True) -
             tr = tr.subset(d.subset, generator=torch.Generator().manual_seed(cfg.seed))
     else:
         tr = test
+    _check_splits(cfg, stream if stream is not None else tr, test, train)
     kind = d.kind if d.kind != "auto" else resolve_source(d.root, "auto")[0]
     known = stats_for(kind)
     if known is not None:
@@ -125,6 +131,22 @@ def load_run_data(cfg: RunConfig, device: torch.device, *, train: bool = True) -
                    list(tr.classes), tuple(mean), tuple(std), kind, **extra)
 
 
+def _check_splits(cfg: RunConfig, train_set: Any, test: Any, training: bool) -> None:
+    """What no run can learn from: fewer than two classes, or splits whose images differ in channels."""
+    classes = list(train_set.classes)
+    if training and len(classes) < 2:
+        raise DataError(f"data.root: {cfg.data.root or 'the dataset'} has {len(classes)} class"
+                        f"{'es' if len(classes) != 1 else ''} ({', '.join(classes) or 'none'}); a classifier needs "
+                        "at least 2 (one folder per class)")
+    if not training:
+        return
+    train_c = int(train_set[0][0].shape[0]) if not hasattr(train_set, "images") else int(train_set.images.shape[1])
+    test_c = int(test.images.shape[1])
+    if train_c != test_c:
+        raise DataError(f"data: the train split's images have {train_c} channel(s) but the {cfg.eval.split} split's "
+                        f"have {test_c}; set data.grayscale_to_rgb=true to load both with 3 channels")
+
+
 def _streamable(d) -> bool:
     """Folder/zip sources can be read image by image; pickle-format CIFAR always fits in memory."""
     return d.kind in ("imagefolder", "imagenet") or (d.kind == "auto" and d.root is not None
@@ -143,7 +165,8 @@ def _streaming_train_set(cfg: RunConfig):
     if d.root is None and d.kind != "imagenet":
         raise ConfigError("data.root: streaming an image folder needs its path")
     root = resolve_data_path(d.root, DEFAULT_NAMES["imagenet"] if d.kind == "imagenet" else ())
-    source = ImageFolderSource(root, "train", image_size=d.image_size)
+    source = ImageFolderSource(root, "train", image_size=d.image_size, grayscale_to_rgb=d.grayscale_to_rgb,
+                               max_pixels=d.max_pixels)
     targets = torch.as_tensor(source.targets)
     keep = torch.arange(len(source))
     held = None
@@ -239,6 +262,42 @@ def plan_run(cfg: RunConfig, regime: Regime, num_train: int, world: int = 1) -> 
                    eval_every)
 
 
+def device_memory(device: torch.device) -> int | None:
+    """Bytes of memory of ``device``: a GPU's total, or the host's RAM (capped by a cgroup limit); None if unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    if device.type != "cpu":
+        return None
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError, AttributeError):
+        return None
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
+def check_step_fits(plan: RunPlan, views_per_sample: int, image_shape: tuple[int, ...], device: torch.device) -> None:
+    """Refuse a step whose input views alone cannot fit in the device's memory (e.g. ``method.m=100000``):
+    a method makes all the views of a step at once, so micro-batching (which splits the forward and backward
+    passes) does not help there; it would end in an allocator error after the data was loaded."""
+    samples = plan.batch_size // max(1, dist_utils.world_size())
+    views = samples * views_per_sample
+    # float32 views, and as much again while they are augmented (measured: 1.5x at the peak on the CPU)
+    need = 2 * views * math.prod(int(x) for x in image_shape) * 4
+    total = device_memory(device)
+    if total is not None and need > total:
+        shape = "x".join(str(int(x)) for x in image_shape)
+        raise ConfigError(f"method: a step of {samples} samples x {views_per_sample} views of {shape} images needs "
+                          f"{need / 2**30:.1f} GiB for its input views and their augmentation alone, more than the "
+                          f"{total / 2**30:.1f} GiB of {device}; lower method.m or train.batch_size")
+
+
 def schedule_of(cfg: RunConfig, plan: RunPlan) -> LRSchedule:
     """The learning rate of every step of a planned run."""
     return LRSchedule(cfg.optim, plan.lr, plan.epochs, plan.total_steps, plan.milestones)
@@ -320,11 +379,12 @@ def prepare_run(cfg: RunConfig, out_dir: str | Path | None, *, resume: bool = Fa
     model = wrap_model(cfg, method, model, device, distributed=distributed)
     plan = replace(plan_run(cfg, method.regime(), len(data.train_images), dist_utils.world_size()),
                    sample_repeats=repeats)
+    check_step_fits(plan, method.views_per_sample, tuple(data.val_images.shape[1:]), device)
     optimizer = build_optimizer(model, cfg.optim, plan.lr)
     settings = TrainerSettings(batch_size=plan.batch_size, total_steps=plan.total_steps,
                                steps_per_epoch=plan.steps_per_epoch, eval_every=plan.eval_every, seed=cfg.seed,
                                micro_batch=t.micro_batch, amp=t.amp, eval_batch_size=cfg.eval.batch_size,
-                               progress=t.progress, sample_repeats=repeats)
+                               progress=t.progress, sample_repeats=repeats, on_nonfinite=t.on_nonfinite)
     trainer = Trainer(model, method, optimizer, schedule_of(cfg, plan), settings, data.train_images,
                       data.train_targets, data.val_images, data.val_targets, device, out_dir,
                       extra_checkpoint={"config": json.loads(json.dumps(cfg.to_dict())),
@@ -388,30 +448,57 @@ def _get(d: dict[str, Any], key: str) -> Any:
     return d
 
 
-def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
-    """Train ``cfg`` into ``out_dir`` following the run-directory contract; returns the run summary."""
+def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, restart: bool = False) -> dict[str, Any]:
+    """Train ``cfg`` into ``out_dir`` following the run-directory contract; returns the run summary.
+
+    ``resume``: continue from ``out_dir/last.pt`` (``cfg`` may differ from the checkpoint's only in
+    :data:`~batchaug.train.resume.MAY_CHANGE`; without a completed checkpoint the run starts again from
+    step 0). ``restart``: start over a directory whose first checkpoint never completed.
+
+    The directory is locked for the whole run (a second trainer is refused, :mod:`batchaug.lock`); temporary
+    files a killed writer left are removed; every check (config, data, model, checkpoint) passes before
+    anything in the directory changes; every file is written atomically (:mod:`batchaug.io`). The
+    guarantees and how they are tested: ``docs/reliability.md``.
+    """
     out = Path(out_dir)
     with dist_utils.joined(resolve_device(cfg.train.device)):  # before any rank decides it is the main one
-        if dist_utils.is_main():
-            out.mkdir(parents=True, exist_ok=True)
-            if not resume:
-                stale = [p for p in ("metrics.jsonl", "last.pt", "best.pt") if (out / p).exists()]
-                if stale:
-                    raise ConfigError(f"--out {out} already holds a run ({', '.join(stale)}); "
-                                      "use --resume to continue it or choose another directory")
-            (out / "config.yaml").write_text(dump_config(cfg))
-        run = prepare_run(cfg, out, resume=resume)
-        if dist_utils.is_main():
-            print(describe_run(run), flush=True)
-        run.trainer.fit()
-        if run.finish is not None and dist_utils.is_main():
-            run.finish(out)
-        summary = None
-        if dist_utils.is_main():  # the one writer reads its own finished files; the others get its summary
-            summary = summarize(out)
-            (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        summary = dist_utils.broadcast_object(summary)
-        del run  # release the DDP reducer (and its gloo/NCCL work) before the process group goes
+        main = dist_utils.is_main()
+        lock = DirLock(out)
+        try:
+            start, failure = None, None
+            if main:  # one process decides how the run starts; the others follow (or stop with it)
+                try:
+                    make_dirs(out)
+                    lock.acquire()
+                    for folder in (out, out / "eval"):
+                        remove_orphans(folder)
+                    start = plan_start(out, cfg, resume=resume, restart=restart)
+                except Exception as exc:
+                    failure = exc
+            resume_from, refused = dist_utils.broadcast_object(
+                (start.resume, None) if start is not None else (False, f"{type(failure).__name__}: {failure}"))
+            if failure is not None:
+                raise failure
+            if refused is not None:
+                raise ConfigError(f"the main process did not start the run: {refused}")
+            if start is not None and start.message:
+                print(start.message, flush=True)
+            run = prepare_run(cfg, out, resume=resume_from)
+            if main:
+                start.clear()
+                write_text(out / "config.yaml", dump_config(cfg))
+                print(describe_run(run), flush=True)
+            run.trainer.fit()
+            if run.finish is not None and main:
+                run.finish(out)
+            summary = None
+            if main:  # the one writer reads its own finished files; the others get its summary
+                summary = summarize(out)
+                write_json(out / "summary.json", summary)
+            summary = dist_utils.broadcast_object(summary)
+            del run  # release the DDP reducer (and its gloo/NCCL work) before the process group goes
+        finally:
+            lock.release()
     return summary
 
 
@@ -462,11 +549,9 @@ def _per_process(cfg: RunConfig, batch: int, views: int, world: int) -> str:
 
 
 def load_run_config(run_dir: str | Path) -> RunConfig:
-    """The resolved configuration a run directory was trained with."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run directory: {path} is missing")
-    return resolve_config(load_yaml(path))
+    """The resolved configuration a run directory was trained with (``config.yaml``; the config stored in
+    its checkpoint when that file is missing or damaged: :func:`~batchaug.train.resume.read_run_config`)."""
+    return resolve_config(read_run_config(run_dir))
 
 
 _ACC_KEY = re.compile(r"^(val|test)_acc(_\w+)?$")

@@ -65,11 +65,14 @@ class StepSnapshot:
         self._device_rng = _device_rng_state(self.device)
 
     @torch.no_grad()
-    def restore(self, method: Any) -> None:
-        """Put back what :meth:`save` recorded."""
+    def restore(self, method: Any, *, generators: bool = True) -> None:
+        """Put back what :meth:`save` recorded (the default generators too unless ``generators`` is False:
+        a step dropped for good, not retried, need not draw its random numbers again)."""
         if self._buffers:
             torch._foreach_copy_(self._buffers, self._saved)
         method.load_state_dict(copy.deepcopy(self._method))
+        if not generators:
+            return
         if self._cpu_rng is not None:
             torch.set_rng_state(self._cpu_rng)
         if self._device_rng is not None:

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from batchaug.data.batches import EpochBatchSampler, StepBatches
+from batchaug.errors import DataError
 from batchaug.methods.base import Method
 from batchaug.nn.wrappers import clean_state_dict, swapped_weights, unwrap
 from batchaug.runtime.memory import is_out_of_memory, release_cached_memory
@@ -39,6 +40,7 @@ from batchaug.train import distributed as dist_utils
 from batchaug.train.callbacks.base import Callback
 from batchaug.train.checkpoint import load_checkpoint, save_checkpoint
 from batchaug.train.metrics_log import IntervalMeter, MetricsWriter
+from batchaug.train.nonfinite import NonFiniteGuard
 from batchaug.train.optim import LRSchedule
 from batchaug.train.step_guard import StepSnapshot
 from batchaug.train.validation import ClassificationValidation, Validation, is_better
@@ -81,6 +83,8 @@ class TrainerSettings:
     sample_repeats: int = 1
     """Rows per sample in a step's global batch, dealt over the processes (``train.view_placement: spread``:
     the method's M; each row then gets one view). 1: every process gets distinct samples."""
+    on_nonfinite: str = "stop"
+    """A NaN/Inf loss or gradient: ``stop`` the run or ``skip`` the step (:mod:`batchaug.train.nonfinite`)."""
 
 
 class Trainer:
@@ -153,6 +157,7 @@ class Trainer:
         self.n_chunks = 1
         self.scaler = torch.amp.GradScaler(device.type, enabled=settings.amp == "fp16")
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.amp)
+        self.guard = NonFiniteGuard(settings.on_nonfinite, device, scaled=self.scaler.is_enabled())
         self.writer: MetricsWriter | None = None
         if self.out_dir is not None and self.is_main:
             self.writer = MetricsWriter(self.out_dir / "metrics.jsonl")
@@ -176,6 +181,7 @@ class Trainer:
 
     def log(self, record: dict[str, Any]) -> dict[str, Any]:
         """Write one line to ``metrics.jsonl`` (main process) and hand it to every callback's ``on_log``."""
+        self.guard.raise_pending()
         written = self.writer.write(record) if self.writer is not None else record
         for cb in self.callbacks:
             cb.on_log(self, written)
@@ -199,6 +205,7 @@ class Trainer:
         self.model.train()
         if images is None or targets is None:
             images, targets = self._fetch(step)
+        self.guard.before_forward(self.model)
         batch, out = self._guarded_step(step, epoch, images, targets)
         if batch.lr_scale != 1.0:  # the window's length (language models) scales this step's learning rate
             for group in self.optimizer.param_groups:
@@ -206,6 +213,8 @@ class Trainer:
         views = batch.num_samples * self.method.views_per_sample  # network inputs (split BN: weak + strong)
         self.scaler.unscale_(self.optimizer)
         grad_norm = _grad_norm(self.model)
+        if not self.guard.step_ok(step, out["loss"], grad_norm):
+            return self._skip_step(out, grad_norm, lr, views, batch.num_samples)
         for cb in self.callbacks:
             cb.on_before_optimizer_step(self, grad_norm)
         self.scaler.step(self.optimizer)
@@ -215,6 +224,19 @@ class Trainer:
         out["lr"] = lr
         out["views"] = views
         out["samples"] = batch.num_samples
+        return out
+
+    def _skip_step(self, out: dict[str, Any], grad_norm: Tensor, lr: float, views: int,
+                   samples: int) -> dict[str, Any]:
+        """A step dropped for a NaN/Inf loss or gradient (``train.on_nonfinite: skip``): the optimizer is
+        not stepped, the scaler lowers its scale (it saw the overflow in ``unscale_``), nothing is carried,
+        and the step's snapshot puts back what its forward changed beyond the float buffers the guard
+        restored (BN ``num_batches_tracked``, the method's state: e.g. BA's gradient-norm probe)."""
+        self._snapshot.restore(self.method, generators=False)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        out.pop("carries")
+        out.update(grad_norm=grad_norm, lr=lr, views=views, samples=samples, skipped=True)
         return out
 
     def _attempt(self, step: int, epoch: int, images: Tensor, targets: Tensor) -> tuple[Any, dict[str, Any]]:
@@ -340,6 +362,7 @@ class Trainer:
             "best_key": self.validation.selection[0],
             "elapsed": self.state.elapsed,
             "n_chunks": self.n_chunks,
+            "nonfinite": self.guard.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
         if torch.cuda.is_available() and self.device.type == "cuda":
@@ -366,6 +389,8 @@ class Trainer:
         for cb in self.callbacks:
             cb.load_state_dict(saved.get(cb.name or type(cb).__name__, {}))
         self.state = TrainState(step=int(ckpt["step"]), best=_saved_best(ckpt), elapsed=float(ckpt.get("elapsed", 0.0)))
+        self.state.best = self._best_on_disk(self.state.best)
+        self.guard.load_state_dict(ckpt.get("nonfinite", {}))
         self.n_chunks = int(ckpt.get("n_chunks", 1))
         mine = ckpt
         ranks = ckpt.get("ranks")
@@ -378,6 +403,34 @@ class Trainer:
         if self.writer is not None:
             self.writer.truncate_after(self.state.step)
         return ckpt
+
+    def _best_on_disk(self, best: float | None) -> float | None:
+        """The best selection value so far, given a ``best.pt`` newer than the ``last.pt`` resumed from (a kill
+        between the two saves of an evaluation): that file's value, so a later evaluation replaces it only
+        with a better model."""
+        path = self.out_dir / "best.pt" if self.out_dir is not None else None
+        if path is None or not path.is_file():
+            return best
+        try:
+            saved = load_checkpoint(path, mmap=True)
+        except DataError:
+            return best
+        if int(saved.get("step", -1)) <= self.state.step:
+            return best
+        value = _saved_best(saved)
+        return value if is_better(value, best, self.validation.selection[1]) else best
+
+    def _save_checkpoints(self, is_best: bool) -> None:
+        """``best.pt`` (when this evaluation is the best) before ``last.pt``, which records its value: a kill
+        between the two leaves a ``last.pt`` whose best is still the ``best.pt`` on disk. Weights that are not
+        finite are never saved."""
+        if self.out_dir is None:  # every rank goes on: _save gathers the ranks' states
+            return
+        self.guard.raise_pending()
+        self.guard.check_weights(unwrap(self.model), self.state.step)
+        if is_best:
+            self._save("best.pt")
+        self._save("last.pt")
 
     def _save(self, name: str) -> None:
         if self.out_dir is None:
@@ -403,16 +456,18 @@ class Trainer:
             for step, images, targets in self.batches.iterate(self.state.step, s.total_steps):
                 out = self.train_step(step, images, targets)
                 self.state.step = step + 1
-                self.meter.add("train_loss", out["loss"])
-                self.meter.add("grad_norm", out["grad_norm"])
-                if out["counted"]:
-                    self.meter.add("train_acc", out["correct"] / out["counted"])
-                for k, v in out["metrics"].items():
-                    self.meter.add(k, v)
+                if not out.get("skipped"):  # a dropped step (train.on_nonfinite: skip) adds nothing to the means
+                    self.meter.add("train_loss", out["loss"])
+                    self.meter.add("grad_norm", out["grad_norm"])
+                    if out["counted"]:
+                        self.meter.add("train_acc", out["correct"] / out["counted"])
+                    for k, v in out["metrics"].items():
+                        self.meter.add(k, v)
                 interval_views += out["views"] * self.world
                 interval_samples += out["samples"] * self.world // self.s.sample_repeats
-                for cb in self.callbacks:
-                    cb.on_step_end(self, step, out)
+                if not out.get("skipped"):
+                    for cb in self.callbacks:
+                        cb.on_step_end(self, step, out)
                 if bar is not None:
                     bar.update(1)
                     if step % 10 == 0:
@@ -438,12 +493,7 @@ class Trainer:
                     if is_best:
                         self.state.best = record[key]
                     self.meter.reset()
-                    # best.pt first: a run killed between the two resumes from the previous last.pt and
-                    # redoes this interval; killed the other way round, its last.pt would already count
-                    # this evaluation as the best while best.pt still held the one before
-                    if is_best:
-                        self._save("best.pt")
-                    self._save("last.pt")
+                    self._save_checkpoints(is_best)
                     interval_start = time.perf_counter()
                     interval_views = interval_samples = 0
         finally:
@@ -463,6 +513,8 @@ class Trainer:
         return self.batches.epoch_of(done) != self.batches.epoch_of(step)
 
     def _eval_record(self, lr: float, wall: float, views_per_s: float) -> dict[str, Any]:
+        self.guard.raise_pending()  # no evaluation (and no line) of weights a NaN step has already spoiled
+        self.guard.check_weights(unwrap(self.model), self.state.step)
         step = self.state.step
         means = dist_utils.mean_over_ranks(self.meter.means())  # the global batch's figures, every rank's share
         val = self._validate()
@@ -481,6 +533,8 @@ class Trainer:
             "views_per_s": views_per_s,
             "micro_batches": self.n_chunks,
         }
+        if self.guard.mode == "skip":
+            record["skipped_steps"] = self.guard.skipped
         record.update({k: v for k, v in val.items() if k not in record})  # extra predictions, the test set
         record.update(self.batches.progress(step))
         record.update(means)

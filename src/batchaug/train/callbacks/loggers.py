@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchaug.errors import ConfigError
+from batchaug.io import append_text, write_text
 from batchaug.train.callbacks.base import Callback
 
 if TYPE_CHECKING:
@@ -112,9 +113,7 @@ class CSVLogger(Callback):
         writer = csv.DictWriter(buf, fieldnames=self._columns, restval="")
         writer.writeheader()
         writer.writerows(self._rows)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(buf.getvalue())
-        os.replace(tmp, self.path)
+        write_text(self.path, buf.getvalue())
 
     def on_log(self, trainer: Trainer, record: dict[str, Any]) -> None:
         if not trainer.is_main:
@@ -124,8 +123,9 @@ class CSVLogger(Callback):
         if self._widen(row) or not self.path.exists():
             self._rewrite()
             return
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self._columns, restval="").writerow(row)
+        buf = io.StringIO()
+        csv.DictWriter(buf, fieldnames=self._columns, restval="").writerow(row)
+        append_text(self.path, buf.getvalue())
 
 
 class WandbLogger(Callback):
