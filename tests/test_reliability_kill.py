@@ -32,7 +32,8 @@ from batchaug.train.metrics_log import read_metrics
 FAULTS = str(Path(__file__).resolve().parent / "faults.py")
 SEEDS = int(os.environ.get("BATCHAUG_FAULT_SEEDS", "4"))
 TIMED_SEEDS = int(os.environ.get("BATCHAUG_FAULT_SEEDS", "2"))
-LONGER = ("train.max_steps=16",)  # 8 evaluation lines: a kill after at most 3 of them lands mid-run
+LONGER = ("train.max_steps=24",)  # 12 evaluation lines: a kill after at most 3 of them (+ 0.2 s) lands mid-run,
+#                                   with 9 evaluations and checkpoints still to go even on a fast CPU
 KINDS = ("metrics.jsonl", "last.pt", "best.pt", "config.yaml", "summary.json")
 
 
