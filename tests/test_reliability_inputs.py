@@ -403,3 +403,19 @@ def test_no_warnings_from_a_clean_run(tree, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         assert train(*common(tree, "train.max_steps=2"), "--out", str(tmp_path / "run")) == 0
+
+
+def test_a_missing_relative_root_says_where_it_was_read_from(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    err = refused(capsys, QUICK, "data.root=not/here.zip", "--out", str(out), match="not/here.zip: no such file")
+    assert str(tmp_path) in err and "data.root=null" in err
+    assert not out.exists(), "a start that failed before writing anything leaves no directory behind"
+
+
+def test_a_failed_start_keeps_a_directory_that_was_there(capsys, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("the user's")
+    refused(capsys, QUICK, f"data.root={tmp_path / 'absent.zip'}", "--out", str(out), match="no such file")
+    assert (out / "notes.txt").read_text() == "the user's"

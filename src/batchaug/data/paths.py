@@ -52,6 +52,10 @@ def resolve_data_path(root: str | os.PathLike[str] | None,
                     return root_path / name
         if root_path.exists():
             return root_path
+        if not root_path.is_absolute():
+            raise DataError(f"{root_path}: no such file or folder (a relative data.root is read from the working "
+                            f"directory, {Path.cwd()}): run from the folder it is relative to, give an absolute "
+                            f"path, or set data.root=null to search ${DATA_ENV} and the cache")
         raise DataError(f"{root_path}: no such file or folder")
     if not any(names):
         raise DataError("no data path given and this source has no default file name to search for; "

@@ -464,6 +464,7 @@ def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, rest
     with dist_utils.joined(resolve_device(cfg.train.device)):  # before any rank decides it is the main one
         main = dist_utils.is_main()
         lock = DirLock(out)
+        created = main and not out.exists()
         try:
             start, failure = None, None
             if main:  # one process decides how the run starts; the others follow (or stop with it)
@@ -497,9 +498,24 @@ def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, rest
                 write_json(out / "summary.json", summary)
             summary = dist_utils.broadcast_object(summary)
             del run  # release the DDP reducer (and its gloo/NCCL work) before the process group goes
+        except BaseException:
+            if created:
+                _remove_if_unused(out, lock)
+            raise
         finally:
             lock.release()
     return summary
+
+
+def _remove_if_unused(out: Path, lock: DirLock) -> None:
+    """Take back a run directory this start created when the run stopped before writing anything into it
+    (bad data, a config error found late): a failed start leaves no empty directory behind."""
+    try:
+        if lock.held and {p.name for p in out.iterdir()} <= {lock.path.name}:
+            lock.path.unlink(missing_ok=True)
+            out.rmdir()
+    except OSError:  # a directory we cannot tidy is left as it is; the original error is what matters
+        pass
 
 
 def describe_run(run: PreparedRun) -> str:
