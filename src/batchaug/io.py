@@ -119,26 +119,16 @@ def make_dirs(folder: str | os.PathLike[str]) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str], *, durable: bool = True) -> Iterator[IO[bytes]]:
-    """A binary file object whose content replaces ``path`` when the block exits without an error.
-
-    On an error (or ``KeyboardInterrupt``) the temporary file is removed and ``path`` is untouched.
-    ``durable=False`` skips the two ``fsync`` calls (for files that a checksum guards, like the cache).
-
-    Raises:
-        WriteError: any ``OSError`` of the write, named after ``path``.
-    """
-    path = Path(path)
+def _replacement(path: Path, durable: bool) -> Iterator[tuple[IO[bytes], Path]]:
+    """The temporary file (object and path) of an atomic replacement of ``path``: renamed over ``path``
+    when the block exits without an error, removed on any error (``OSError`` named after ``path``)."""
     try:
         f, tmp = _open_temp(path.parent, path.name)
     except OSError as exc:
         raise WriteError(path, exc) from exc
     try:
-        with f:
-            yield f
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
+        with f:  # held open (and flock-ed) while the caller writes, so a cleaner never takes it for an orphan
+            yield f, tmp
         _replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -151,29 +141,31 @@ def atomic_write(path: str | os.PathLike[str], *, durable: bool = True) -> Itera
 
 
 @contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], *, durable: bool = True) -> Iterator[IO[bytes]]:
+    """A binary file object whose content replaces ``path`` when the block exits without an error.
+
+    On an error (or ``KeyboardInterrupt``) the temporary file is removed and ``path`` is untouched.
+    ``durable=False`` skips the two ``fsync`` calls (for files that a checksum guards, like the cache).
+
+    Raises:
+        WriteError: any ``OSError`` of the write, named after ``path``.
+    """
+    with _replacement(Path(path), durable) as (f, _):
+        yield f
+        f.flush()
+        if durable:
+            os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, durable: bool = True) -> Iterator[Path]:
     """Like :func:`atomic_write`, for writers that need a file name rather than a file object (e.g.
     ``torch.save`` by name, which uses a faster writer): write to the yielded path."""
-    path = Path(path)
-    try:
-        f, tmp = _open_temp(path.parent, path.name)
-    except OSError as exc:
-        raise WriteError(path, exc) from exc
-    try:
-        with f:  # held open (and flock-ed) while the caller writes by name
-            yield tmp
-            if durable:
-                with open(tmp, "rb") as g:
-                    os.fsync(g.fileno())
-        _replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) and not isinstance(exc, BatchaugError):
-            raise WriteError(path, exc) from exc
-        raise
-    if durable:
-        fsync_dir(path.parent)
+    with _replacement(Path(path), durable) as (_, tmp):
+        yield tmp
+        if durable:
+            with open(tmp, "rb") as g:
+                os.fsync(g.fileno())
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> None:
