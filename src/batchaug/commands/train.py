@@ -4,6 +4,8 @@
   batchaug train --resume runs/ba                      continue an interrupted run from last.pt
   batchaug train CONFIG --sweep method.eta=0,1e-3,0.1 --out runs/eta
                                                        one run per value, in runs/eta/<key>=<value>/
+                                                       (shorthand for batchaug sweep: reruns skip finished
+                                                       points and resume interrupted ones)
 
 Overrides may stand before or after the options (CONFIG --out DIR key=value works); later ones win.
 
@@ -67,50 +69,28 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.out is None:
         raise ConfigError("--out DIR is required: where the run directory is written")
-    if not args.sweep:
-        summary = train_run(resolve_config(raw), args.out)
-        print(json.dumps(summary, indent=2))
-        return 0
-    return _run_sweep(raw, args.sweep, args.out)
+    if args.sweep:
+        return _run_sweep(config, overrides, args.sweep, args.out)
+    summary = train_run(resolve_config(raw), args.out)
+    print(json.dumps(summary, indent=2))
+    return 0
 
 
-def _sweep_grid(specs: list[str]) -> list[list[str]]:
-    grid: list[list[str]] = [[]]
+def _run_sweep(config: str, overrides: list[str], specs: list[str], out: Path) -> int:
+    """``--sweep key=v1,v2`` is ``batchaug sweep CONFIG overrides key=v1,v2 --out OUT``, except that every
+    ``--sweep`` key names the point directories, even with one value."""
+    from batchaug.train.sweep import Sweep, format_records, run_sweep, split_values
+
+    axes = []
     for spec in specs:
         if "=" not in spec:
             raise ConfigError(f"--sweep {spec!r} must look like key=v1,v2,...")
         key, values = spec.split("=", 1)
-        items = [v for v in values.split(",") if v.strip()]
+        items = split_values(values)
         if not items:
             raise ConfigError(f"--sweep {spec!r} lists no values")
-        grid = [g + [f"{key}={v.strip()}"] for g in grid for v in items]
-    return grid
-
-
-def _run_sweep(raw: dict, specs: list[str], out: Path) -> int:
-    from batchaug.config import apply_overrides, parse_override, resolve_config
-    from batchaug.train.run import train_run
-
-    grid = _sweep_grid(specs)
-    configs = []
-    for combo in grid:  # validate every point before training any
-        configs.append((combo, resolve_config(apply_overrides(raw, combo))))
-    results = []
-    for combo, cfg in configs:
-        name = ",".join(combo).replace("/", "_")
-        print(f"== sweep point {name}")
-        summary = train_run(cfg, out / name)
-        results.append({"overrides": {c.split("=", 1)[0]: parse_override(c)[1]
-                                      for c in combo}, "run_dir": str(out / name), **summary})
-    (out / "sweep.json").write_text(json.dumps(results, indent=2) + "\n")
-    keys = [c.split("=", 1)[0] for c in grid[0]]
-    print("\t".join(keys + ["final_val_acc", "median_last5_val_acc", "best_val_acc"]))
-    for r in results:
-        vals = [str(r["overrides"][k]) for k in keys]
-        print("\t".join(vals + [_fmt(r.get("final_val_acc")), _fmt(r.get("median_last5_val_acc")),
-                                _fmt(r.get("best_val_acc"))]))
+        axes.append((key.strip(), items))
+    sweep = Sweep(Path(config), overrides, axes, out)
+    records = run_sweep(sweep)
+    print(format_records(sweep, records))
     return 0
-
-
-def _fmt(v) -> str:
-    return "-" if v is None else f"{v:.4f}"

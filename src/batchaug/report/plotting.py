@@ -1,0 +1,69 @@
+"""Saving a report figure, and what it shows, read back from the matplotlib figure itself.
+
+:func:`save_figure` writes the PNG and returns a :class:`FigureInfo`: the figure's title, each panel's
+title and axis labels, and the series its legends name (for image panels, the panels). ``report``
+writes them to ``plots/figures.json`` beside the PNGs, so a test, or a reader, can check what a figure
+holds without decoding pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FigureInfo", "pyplot", "save_figure"]
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the file-only Agg backend (imported on first use: matplotlib is heavy)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+@dataclass
+class FigureInfo:
+    """What one written figure shows."""
+
+    file: str
+    """The PNG's name inside ``plots/``."""
+    title: str
+    panels: list[dict[str, Any]] = field(default_factory=list)
+    """Per panel: ``title``, ``xlabel``, ``ylabel``, ``series`` (its legend's labels)."""
+    series: list[str] = field(default_factory=list)
+    """Every series the figure names, in order, without repeats."""
+    caption: str = ""
+    """One sentence for report.md: what is drawn, and from which runs."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _panel(ax: Any) -> dict[str, Any] | None:
+    if not ax.get_visible() or not ax.has_data():
+        return None  # a colorbar or an unused grid cell
+    legend = ax.get_legend()
+    series = [t.get_text() for t in legend.get_texts()] if legend is not None else []
+    return {"title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(), "series": series,
+            "images": len(ax.get_images())}
+
+
+def save_figure(fig: Any, path: str | Path, caption: str = "") -> FigureInfo:
+    """Save ``fig`` as a PNG at ``path``, close it, and return what it shows."""
+    plt = pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    panels = [p for ax in fig.axes if (p := _panel(ax)) is not None]
+    series: list[str] = []
+    for p in panels:
+        names = p["series"] or ([p["title"]] if p["images"] else [])
+        series += [s for s in names if s not in series]
+    title = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) is not None else ""
+    title = title or next((p["title"] for p in panels if p["title"]), "")
+    fig.savefig(path)
+    plt.close(fig)
+    return FigureInfo(path.name, title, panels, series, caption)
