@@ -79,18 +79,9 @@ def run(args: argparse.Namespace) -> int:
 def _run_sweep(config: str, overrides: list[str], specs: list[str], out: Path) -> int:
     """``--sweep key=v1,v2`` is ``batchaug sweep CONFIG overrides key=v1,v2 --out OUT``, except that every
     ``--sweep`` key names the point directories, even with one value."""
-    from batchaug.train.sweep import Sweep, format_records, run_sweep, split_values
+    from batchaug.train.sweep import Sweep, format_records, run_sweep
 
-    axes = []
-    for spec in specs:
-        if "=" not in spec:
-            raise ConfigError(f"--sweep {spec!r} must look like key=v1,v2,...")
-        key, values = spec.split("=", 1)
-        items = split_values(values)
-        if not items:
-            raise ConfigError(f"--sweep {spec!r} lists no values")
-        axes.append((key.strip(), items))
-    sweep = Sweep(Path(config), overrides, axes, out)
+    sweep = Sweep.from_specs(config, overrides, specs, out)
     records = run_sweep(sweep)
     print(format_records(sweep, records))
     return 0

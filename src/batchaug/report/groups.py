@@ -176,7 +176,8 @@ def group_runs(runs: Sequence[RunDir], labels: dict[Path, str] | None = None) ->
 
 def _label(groups: list[RunGroup]) -> None:
     keys = sorted({k for g in groups for k in g.settings})
-    varying = [k for k in keys if _varies(k, groups)]
+    known = [g for g in groups if g.settings]  # a run without config.yaml tells nothing about settings
+    varying = [k for k in keys if _varies(k, known)]
     first = [k for k in _ORDER if k in varying]
     rest = [k for k in varying if k not in first and k not in ("method.name",)]
     for g in groups:

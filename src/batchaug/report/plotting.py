@@ -33,7 +33,8 @@ class FigureInfo:
     """The PNG's name inside ``plots/``."""
     title: str
     panels: list[dict[str, Any]] = field(default_factory=list)
-    """Per panel: ``title``, ``xlabel``, ``ylabel``, ``series`` (its legend's labels)."""
+    """Per panel: ``title``, ``xlabel``, ``ylabel``, ``series`` (its legend's labels), ``data`` (the x and y
+    values drawn for each series, as plotted: percent where the axis says %) and ``images``."""
     series: list[str] = field(default_factory=list)
     """Every series the figure names, in order, without repeats."""
     caption: str = ""
@@ -43,13 +44,34 @@ class FigureInfo:
         return asdict(self)
 
 
+def _values(seq: Any) -> list[float | str]:
+    return [v if isinstance(v, str) else float(v) for v in seq]
+
+
+def _series_data(handle: Any) -> dict[str, list] | None:
+    """The x and y values behind a legend entry: a line, an errorbar's data line, or bars."""
+    from matplotlib.container import BarContainer, ErrorbarContainer
+    from matplotlib.lines import Line2D
+
+    if isinstance(handle, ErrorbarContainer):
+        handle = handle.lines[0]
+    if isinstance(handle, Line2D):
+        return {"x": _values(handle.get_xdata()), "y": _values(handle.get_ydata())}
+    if isinstance(handle, BarContainer):
+        return {"x": [p.get_x() + p.get_width() / 2 for p in handle.patches],
+                "y": [float(p.get_height()) for p in handle.patches]}
+    return None
+
+
 def _panel(ax: Any) -> dict[str, Any] | None:
-    if not ax.get_visible() or not ax.has_data():
-        return None  # a colorbar or an unused grid cell
+    if not ax.get_visible() or not ax.has_data() or ax.get_label() == "<colorbar>":
+        return None  # an unused grid cell, or a colorbar (labelled, but no panel of its own)
     legend = ax.get_legend()
     series = [t.get_text() for t in legend.get_texts()] if legend is not None else []
+    handles, labels = ax.get_legend_handles_labels()
+    data = {label: d for h, label in zip(handles, labels, strict=True) if (d := _series_data(h)) is not None}
     return {"title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(), "series": series,
-            "images": len(ax.get_images())}
+            "data": data, "images": len(ax.get_images())}
 
 
 def save_figure(fig: Any, path: str | Path, caption: str = "") -> FigureInfo:

@@ -105,6 +105,21 @@ class Sweep:
             axes.append(("seed", split_values(seeds)))
         return cls(Path(config), fixed, axes, Path(out))
 
+    @classmethod
+    def from_specs(cls, config: str | Path, fixed: Sequence[str], specs: Sequence[str], out: str | Path) -> Sweep:
+        """``train --sweep`` style: every ``key=v1,v2`` spec is an axis (one that names the point
+        directories even with a single value); ``fixed`` overrides apply to every point."""
+        axes = []
+        for spec in specs:
+            if "=" not in spec:
+                raise ConfigError(f"--sweep {spec!r} must look like key=v1,v2,...")
+            key, values = spec.split("=", 1)
+            items = split_values(values)
+            if not items:
+                raise ConfigError(f"--sweep {spec!r} lists no values")
+            axes.append((key.strip(), items))
+        return cls(Path(config), list(fixed), axes, Path(out))
+
     def run_dir(self, point: SweepPoint) -> Path:
         """``OUT/<axis values>``; a grid without axes is the single run ``OUT`` itself."""
         return self.out / point.name if point.name else self.out
