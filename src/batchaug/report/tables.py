@@ -173,7 +173,10 @@ def ba_table(groups: Sequence[RunGroup]) -> Table | None:
 
 
 def _role(groups: Sequence[RunGroup], main: RunGroup, pick: Callable[[RunGroup], bool]) -> RunGroup | None:
-    return next((g for g in groups if g is not main and _same_training(g, main) and pick(g)), None)
+    """The group trained like ``main`` (outside the method) that ``pick`` accepts, one with ``main``'s M first."""
+    found = [g for g in groups if g is not main and _same_training(g, main) and pick(g)]
+    found.sort(key=lambda g: g.settings.get("method.m") != main.settings.get("method.m"))
+    return found[0] if found else None
 
 
 def _has_policy(g: RunGroup, name: str) -> bool:
