@@ -82,7 +82,8 @@ def _network(g: RunGroup) -> str:
 
 def _steps(g: RunGroup) -> str:
     mean, _, _ = g.stat("steps")
-    return "—" if mean is None else f"{mean:.0f}"
+    unfinished = " (unfinished)" if not all(r.finished for r in g.runs) else ""
+    return "—" if mean is None else f"{mean:.0f}{unfinished}"
 
 
 def _same_training(a: RunGroup, b: RunGroup) -> bool:
@@ -115,7 +116,8 @@ def runs_table(groups: Sequence[RunGroup]) -> Table:
     notes = [f"accuracy: summary.json `{'`, `'.join(sorted(keys))}` (%), mean ± sample std over the runs of a group "
              "(they differ only by seed); best: `best_val_acc`.",
              "images seen: samples drawn per step × steps (each seen M times by BA); views/s: median training "
-             "throughput in views; images/s: images seen over wall time (training + evaluation)."]
+             "throughput in views; images/s: images seen over wall time; wall time: summary.json `wall_time`, "
+             "the training time (evaluation and data loading not included)."]
     if any(not r.finished for g in groups for r in g.runs):
         notes.append("finished = no: a run without summary.json (still running or interrupted); its numbers are "
                      "its last evaluation line.")
