@@ -175,9 +175,11 @@ def test_rotate_matches(images: Tensor, interpolation: str, fill: object) -> Non
     angle[:16] = torch.tensor([0.0, 90.0, -90.0, 180.0, 270.0, 30.0, -30.0, 45.0, 12.0, -7.0, 1.0, 359.0, 720.0,
                                -0.5, 135.0, 29.0])
     ours = geometry.rotate(images, angle, interpolation=interpolation, fill=fill)
-    ref = per_image(images, lambda img, i: TF.rotate(img, float(angle[i]), interpolation=InterpolationMode(interpolation),
+    mode = InterpolationMode(interpolation)
+    ref = per_image(images, lambda img, i: TF.rotate(img, float(angle[i]), interpolation=mode,
                                                      fill=fill))
-    matrix = torch.tensor([tv_inverse_affine([0.0, 0.0], -(float(a) % 360), [0.0, 0.0], 1.0, [0.0, 0.0]) for a in angle])
+    matrix = torch.tensor([tv_inverse_affine([0.0, 0.0], -(float(a) % 360), [0.0, 0.0], 1.0, [0.0, 0.0])
+                           for a in angle])
     assert_resampled_close(ours, ref, images, matrix, interpolation, fill)
 
 

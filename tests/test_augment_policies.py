@@ -12,9 +12,6 @@ import pytest
 import torch
 import torchvision.transforms as T
 from test_augment_ops import gen, load_cifar
-
-# small batches: a second torch thread only adds OpenMP waits on a loaded machine
-pytestmark = pytest.mark.usefixtures("one_thread")
 from torch import Tensor
 from torchvision.transforms import v2
 
@@ -38,6 +35,9 @@ from batchaug.augment import (
     build_policy,
 )
 from batchaug.errors import ConfigError
+
+# small batches: a second torch thread only adds OpenMP waits on a loaded machine
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +209,8 @@ def _ks(a: np.ndarray, b: np.ndarray) -> float:
     """Two-sample Kolmogorov-Smirnov statistic."""
     a, b = np.sort(a), np.sort(b)
     grid = np.concatenate([a, b])
-    return float(np.max(np.abs(np.searchsorted(a, grid, "right") / a.size - np.searchsorted(b, grid, "right") / b.size)))
+    cdf_a, cdf_b = np.searchsorted(a, grid, "right") / a.size, np.searchsorted(b, grid, "right") / b.size
+    return float(np.max(np.abs(cdf_a - cdf_b)))
 
 
 def _assert_same_distribution(ours: Tensor, ref: Tensor) -> None:

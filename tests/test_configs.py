@@ -6,7 +6,8 @@ Checked without training anything:
 - every ``batchaug train CONFIG ...`` command written in a config header or in docs/ba.md and
   docs/configs.md resolves (overrides and every ``--sweep`` point), so documented commands keep working;
 - the BA Table 1 rows (``configs/paper/ba_*.yaml``) use the ``ba`` method with the M, policy, model and
-  dataset listed in :data:`BA_ROWS` (Table 1's); their documented baseline differs from them in the
+  dataset listed in :data:`BA_ROWS` (Table 1's; the PTB language-model row: M, model and corpus in
+  :data:`LM_ROWS`); their documented baseline differs from them in the
   method only; the CIFAR-100 rows are their CIFAR-10 rows with another ``data.kind`` (and Table 1's M);
   the RA row is the BA row's regime with the ``ra`` method at Fig. 5's M;
 - every number a paper config sets carries a comment saying where it comes from (the ``paper:`` blocks:
@@ -27,13 +28,22 @@ from pathlib import Path
 import pytest
 import yaml
 
-from batchaug.config import SECTIONS, load_config, resolve_config
-from batchaug.config import DataConfig, EvalConfig, ModelConfig, OptimConfig, TrainConfig, dump_config
+from batchaug.config import (
+    SECTIONS,
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    OptimConfig,
+    TrainConfig,
+    dump_config,
+    load_config,
+    resolve_config,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 PAPER = REPO / "configs" / "paper"
-DOCS = [REPO / "docs" / "ba.md", REPO / "docs" / "configs.md", REPO / "docs" / "darts.md"]
+DOCS = [REPO / "docs" / "ba.md", REPO / "docs" / "configs.md", REPO / "docs" / "darts.md", REPO / "docs" / "lstm.md"]
 
 # file -> (model, M, policy, data.kind): Table 1's M for its rows (ba_cifar10_densenet100_12 and
 # ba_cifar100_resnet44 are no rows: M of the network's row), as each file's paper block records it.
@@ -57,7 +67,11 @@ BA_ROWS: dict[str, tuple[str, int, str | dict, str]] = {
 RA_ROWS: dict[str, tuple[str, int, str]] = {
     "ra_cifar10_resnet44_cutout.yaml": ("ba_cifar10_resnet44_cutout.yaml", 10, "none"),
 }
-OWN = sorted(BA_ROWS) + sorted(RA_ROWS)
+# language-model rows: file -> (model, M, data.kind, published baseline and BA test perplexity)
+LM_ROWS: dict[str, tuple[str, int, str, float, float]] = {
+    "ba_ptb_awd_lstm.yaml": ("awd_lstm", 10, "ptb", 58.8, 58.6),
+}
+OWN = sorted(BA_ROWS) + sorted(RA_ROWS) + sorted(LM_ROWS)
 
 
 def _rel(path: Path) -> str:
@@ -137,7 +151,7 @@ def _without_method(cfg) -> dict:
 def test_config_tree_is_found_and_ba_rows_are_all_listed():
     assert CONFIGS, "no YAML files under configs/"
     on_disk = {p.name for p in PAPER.glob("ba_*.yaml")} | {p.name for p in PAPER.glob("ra_*.yaml")}
-    assert on_disk == set(OWN), "every ba_*/ra_* config needs its row in BA_ROWS / RA_ROWS (and back)"
+    assert on_disk == set(OWN), "every ba_*/ra_* config needs its row in BA_ROWS / RA_ROWS / LM_ROWS (and back)"
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=_rel)
@@ -188,8 +202,9 @@ def test_model_names_exist_in_registry(path):
     if name.startswith("timm:") and importlib.util.find_spec("timm") is None:
         pytest.skip(f"{name} needs the optional timm extra (pip install 'batchaug[timm]')")
     spec = get_spec(name)
-    if path.name in OWN:  # our paper rows: an ImageNet network on ImageNet, a CIFAR one on CIFAR
-        assert spec.family == ("imagenet" if load_config(path).data.kind == "imagenet" else "cifar")
+    if path.name in OWN:  # our paper rows: an ImageNet network on ImageNet, a CIFAR one on CIFAR, an LM on text
+        kind = load_config(path).data.kind
+        assert spec.family == {"imagenet": "imagenet", "ptb": "text", "text": "text"}.get(kind, "cifar")
 
 
 # ------------------------------------------------------------------------------------------ BA / RA rows
@@ -211,6 +226,28 @@ def test_ba_row_documents_its_m_policy_model_and_data(name):
         assert "extra, not a row" in first
     else:  # ... and the row's published accuracies, as the paper block holds them
         assert f"baseline {cfg.paper.values['baseline']}%, BA {cfg.paper.values['ba']}%" in first
+
+
+@pytest.mark.parametrize("name", sorted(LM_ROWS))
+def test_lm_row_documents_its_m_model_corpus_perplexities_and_baseline(name):
+    path = PAPER / name
+    cfg = load_config(path)
+    model, m, kind, base_ppl, ba_ppl = LM_ROWS[name]
+    assert cfg.modality == "tokens" and cfg.method["name"] == "ba" and cfg.method["m"] == m
+    assert cfg.model.name == model and cfg.data.kind == kind
+    header = "\n".join(_header(path))
+    assert f"M = {m}" in header.splitlines()[0], "the header's first line states the row's M"
+    assert f"baseline {base_ppl}, BA {ba_ppl} (M = {m})" in header, "the header reports Table 1's perplexities"
+    values = cfg.paper.values
+    assert values["baseline"] == base_ppl and values["ba"] == ba_ppl and values["m"] == m
+    source = (REPO.parent / "shared" / "papers" / "ba_hoffer2019_figures_table1.txt")
+    if source.is_file():
+        assert f"{base_ppl} ppl\t{ba_ppl} ppl (M={m})" in source.read_text()
+    baselines = [c for tokens in _train_commands(_header(path)) for c in _resolve_command(tokens)
+                 if c.method["name"] == "baseline"]
+    assert baselines, f"{name}: the header shows no command for the matching baseline"
+    for base in baselines:
+        assert base.modality == "tokens" and _without_method(base) == _without_method(cfg)
 
 
 @pytest.mark.parametrize("name", sorted(BA_ROWS))

@@ -17,15 +17,13 @@
 from __future__ import annotations
 
 import importlib.util
-import io
 import math
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from test_augment_ops import load_cifar
 from torch import Tensor
 
 from batchaug.bench import corruptions_reference as ref
@@ -42,15 +40,6 @@ needs_frost = pytest.mark.skipif(not HAS_FROST, reason="frost textures need: pip
 
 def _available(names: tuple[str, ...]) -> list:
     return [pytest.param(n, marks=needs_frost) if n == "frost" else n for n in names]
-
-
-def load_cifar(path: Path, n: int) -> Tensor:
-    """``n`` decoded CIFAR-10 test images spread over the classes, uint8 (n, 3, 32, 32)."""
-    with zipfile.ZipFile(path) as zf:
-        names = sorted(x for x in zf.namelist() if "/test/" in x and x.endswith(".jpg"))
-        picked = names[:: len(names) // n][:n]
-        arrays = [np.asarray(Image.open(io.BytesIO(zf.read(name))).convert("RGB")) for name in picked]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
 @pytest.fixture(scope="module")
@@ -583,7 +572,7 @@ def test_bench_corruptions_reports_json(cifar_zip: Path, capsys: pytest.CaptureF
     out = json.loads(capsys.readouterr().out)
     assert out["images"] == 4 and set(out["corruptions"]) == {"contrast", "fog"}
     assert out["total_seconds_10k"] == pytest.approx(out["total_seconds"] * 2500, abs=0.01 * 2500)  # both rounded
-    assert out["corruptions"]["contrast"]["vs_reference"] > 0
+    assert out["corruptions"]["contrast"]["vs_reference"] >= 0  # a ratio of two timings: its size is no test
     assert out["corruptions"]["fog"]["reference_seconds_10k"] is None  # no per-image route for fog
     assert main(["bench", "corruptions", "--names", "fogg", "--source", str(cifar_zip)]) == 2
     assert "unknown fogg" in capsys.readouterr().err

@@ -20,12 +20,12 @@ from batchaug.models import (
     get_spec,
     list_models,
     register_model,
+    registry,
 )
-from batchaug.models import registry
 from batchaug.models.resnet_cifar import ShortcutA
 from batchaug.models.vgg_cifar import VGG16_CFG
 
-SPECS = list_models()
+SPECS = [s for s in list_models() if s.family in ("cifar", "imagenet")]  # image models (text: test_lstm.py)
 NAMES = [s.name for s in SPECS]
 REQUIRED = ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "wrn28_10", "wrn28_2", "vgg16_bn",
             "alexnet_cifar", "densenet_bc_100_12", "mobilenet_cifar", "resnet50", "alexnet",
@@ -171,7 +171,7 @@ def test_sba_layers_output_features_and_accept_a_larger_batch(built: tuple[Model
         seen: list[torch.Size] = []
 
         def triple(module: nn.Module, inputs: object, out: torch.Tensor) -> torch.Tensor:
-            seen.append(out.shape)
+            seen.append(out.shape)  # noqa: B023 - called before the loop moves on
             return torch.cat([out, out * 0.5, out])
 
         handle = modules[layer].register_forward_hook(triple)

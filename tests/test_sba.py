@@ -219,7 +219,8 @@ def _check_model(model: nn.Module, layers: list[str], size: int = 32) -> None:
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     method.options.inference = "vote"
     with torch.no_grad():
-        assert method.predict(model.eval(), torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8)).shape == (2, 10)
+        images = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8)
+        assert method.predict(model.eval(), images).shape == (2, 10)
 
 
 @pytest.mark.parametrize("name", [s.name for s in list_models() if s.family == "cifar"])

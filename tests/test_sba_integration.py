@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from batchaug.cli import main
 from batchaug.config import load_config
+from batchaug.evaluate.loading import load_trained
 from batchaug.train.metrics_log import read_metrics
 from batchaug.train.run import prepare_run
 
@@ -45,6 +47,14 @@ def test_sba_run_records_its_metrics_resumes_exactly_and_votes(cifar_zip, tmp_pa
     for a, b in zip(resumed, records):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
         assert a["val_acc"] == pytest.approx(b["val_acc"], abs=1e-9)
+
+    # a run directory written on CUDA loads on the CPU: its checkpoint once held the CUDA generator's
+    # 16-byte state, which a CPU generator refused (simulated by writing one into a copy of last.pt)
+    ckpt = torch.load(full / "last.pt", weights_only=True)
+    assert not any(isinstance(v, torch.Tensor) for v in ckpt["method"].values())
+    ckpt["method"]["noise_rng"] = torch.zeros(16, dtype=torch.uint8)
+    torch.save(ckpt, tmp_path / "from_cuda.pt")
+    assert load_trained(full, str(tmp_path / "from_cuda.pt"), device="cpu").method.layer is not None
 
     assert main(["eval", str(full), "--sba-vote", "--batch-size", "100", "--split", "run"]) == 0
     sba = json.loads((full / "eval" / "sba.json").read_text())

@@ -192,6 +192,7 @@ def test_splitbn_eval_alphas_writes_splitbn_json(cifar_zip, tmp_path):
     assert set(result["alphas"]) == {"0", "0.5", "1"}
     assert all(0.0 <= v <= 1.0 for v in result["alphas"].values())
     assert set(result["single_pass"]) == {"0", "0.5", "1"}
-    assert result["alphas"]["0"] == pytest.approx(result["main"]) and result["alphas"]["1"] == pytest.approx(result["aux"])
+    assert result["alphas"]["0"] == pytest.approx(result["main"])
+    assert result["alphas"]["1"] == pytest.approx(result["aux"])
     assert main(["eval", str(out), "--alphas", "0,2"]) == 2  # bad alpha: one-line error, exit 2
     assert main(["eval", str(out), "--sba-vote"]) == 2  # not an SBA run

@@ -39,7 +39,8 @@ class _RepeatMethod(Method):
         if self.options.oom_above is not None and batch.num_samples > self.options.oom_above:
             raise torch.OutOfMemoryError("simulated")
         logits = model(batch["x"])
-        return LossOutput(self.cross_entropy(logits, batch["y"]), logits, batch["y"], {"rows": float(batch["x"].shape[0])})
+        rows = float(batch["x"].shape[0])
+        return LossOutput(self.cross_entropy(logits, batch["y"]), logits, batch["y"], {"rows": rows})
 
 
 def _setup(micro_batch=None, oom_above=None, seed=0):
@@ -81,7 +82,7 @@ def test_out_of_memory_falls_back_to_chunks():
 
 def test_same_seed_same_run_different_seed_different_run():
     a, b, c = _setup(seed=0), _setup(seed=0), _setup(seed=1)
-    ra, rb, rc = a.fit(), b.fit(), c.fit()
+    ra, rb, _ = a.fit(), b.fit(), c.fit()
     assert ra == [dict(r, wall_time=x["wall_time"], views_per_s=x["views_per_s"]) for r, x in zip(rb, ra)]
     assert not torch.equal(_params(a), _params(c))
 

@@ -24,6 +24,7 @@ import yaml
 
 from batchaug.errors import ConfigError
 from batchaug.methods.spec import MethodSpec, declared_options
+from batchaug.modality import IMAGES, modality_of
 from batchaug.papers import PaperRef
 from batchaug.schema import build, option, to_dict
 
@@ -35,16 +36,19 @@ LOGGERS = ("tensorboard", "csv", "wandb")
 
 @dataclass
 class DataConfig:
-    """Where the images come from and how much of them to use."""
+    """Where the images (or the text) come from and how much of them to use."""
 
-    kind: Literal["auto", "cifar10_jpeg", "imagefolder", "cifar10", "cifar100", "imagenet"] = "auto"
-    """Source type; ``auto`` detects it from ``root``."""
+    kind: Literal["auto", "cifar10_jpeg", "imagefolder", "cifar10", "cifar100", "imagenet", "ptb", "text"] = "auto"
+    """Source type; ``auto`` detects it from ``root``. ``ptb`` and ``text``: a word-level corpus folder
+    (``{train,valid,test}.txt`` or ``ptb.*.txt``) for language models."""
     root: str | None = None
     """File or folder; when unset, ``$BATCHAUG_DATA`` then the cache directory are searched."""
     subset: int | None = option(None, ge=1)
-    """Number of training images used (class-balanced, drawn with the run's seed); all when unset."""
+    """Number of training images used (class-balanced, drawn with the run's seed); all when unset.
+    Text: the first this many training tokens."""
     val_subset: int | None = option(None, ge=1)
-    """Number of images of the ``eval.split`` split used (drawn with the run's seed); all when unset."""
+    """Number of images of the ``eval.split`` split used (drawn with the run's seed); all when unset.
+    Text: the first this many validation tokens."""
     val_from_train: int | None = option(None, ge=1)
     """Hold out this many training images (class-balanced, drawn with the run's seed) as the validation
     set that selects ``best.pt``; they are removed from the training split, and the ``eval.split`` split
@@ -61,6 +65,11 @@ class DataConfig:
     """Cache decoded tensors on disk (``$BATCHAUG_CACHE`` or ``~/.cache/batchaug``)."""
     download: bool = False
     """Let torchvision download CIFAR when the data is missing (needs internet)."""
+    bptt: int = option(70, ge=1)
+    """Text: the base length of a truncated-BPTT window (AWD-LSTM: 70); also the evaluation windows' length."""
+    variable_bptt: bool = True
+    """Text: AWD-LSTM's random window lengths (``bptt`` or ``bptt/2``, ± N(0, 5), at least 5) with the
+    learning rate scaled by length / ``bptt``; false: every window is ``bptt`` long."""
 
 
 @dataclass
@@ -105,6 +114,10 @@ class OptimConfig:
     clip_grad_norm: float | None = option(None, gt=0)
     """Clip the global gradient L2 norm to this value before each step (``grad_norm`` is logged before
     clipping); unset: no clipping."""
+    ntasgd_nonmono: int | None = option(None, ge=1)
+    """NT-ASGD (Merity et al. 2017): from the first evaluation whose selection metric is worse than the
+    best of all but the last ``ntasgd_nonmono`` evaluations, average the weights of every later step and
+    validate (and keep in ``best.pt``) the average; unset: plain SGD to the end."""
 
 
 @dataclass
@@ -133,10 +146,12 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool | str = False
     """``torch.compile`` the model: ``true`` (the default backend, inductor) or a backend name
-    (``aot_eager``, ``cudagraphs``, ... as ``torch._dynamo.list_backends()`` lists)."""
+    (``aot_eager``, ``cudagraphs``, ... as ``torch._dynamo.list_backends()`` lists); every method, no
+    recompiles after warm-up (``batchaug.train.compiling``)."""
     micro_batch: int | None = option(None, ge=1)
     """Largest number of views per forward/backward; a step is split into chunks above it. Unset:
-    the whole step at once, halving automatically after a CUDA out-of-memory error."""
+    the whole step at once, retried in twice as many chunks (from the step's starting state) after
+    an out-of-memory error."""
     ghost_bn: int | None = option(None, ge=1)
     """Replace every BatchNorm with GhostBatchNorm over virtual batches of this many views."""
     progress: bool = True
@@ -148,7 +163,9 @@ class TrainConfig:
     callbacks: list[str] = field(default_factory=list)
     """Extra trainer callbacks by registry name (:data:`batchaug.train.callbacks.CALLBACKS`)."""
     deterministic: bool = False
-    """Ask PyTorch for deterministic kernels (slower on CUDA)."""
+    """Bitwise-reproducible runs on the same machine and software: deterministic kernels or an error
+    naming the op that has none, a fixed cuBLAS workspace, no cuDNN benchmarking (slower on CUDA;
+    ``batchaug.train.determinism`` says what is and is not promised)."""
 
 
 @dataclass
@@ -156,9 +173,14 @@ class EvalConfig:
     """How validation runs during training."""
 
     batch_size: int = option(500, ge=1)
+    """Images per evaluation forward pass; text: columns of the validation stream (AWD-LSTM: 10)."""
     split: str = "test"
     """The test split: the validation set during training, unless ``data.val_from_train`` holds a
-    validation set out of the training images (then this split is evaluated beside it as the test set)."""
+    validation set out of the training images (then this split is evaluated beside it as the test set).
+    Text: ``valid``."""
+    test_batch_size: int = option(1, ge=1)
+    """Text: columns of the test stream for the test perplexity at the end of training and in
+    ``batchaug eval`` (AWD-LSTM: 1)."""
 
 
 @dataclass
@@ -178,6 +200,16 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain values, as written to ``config.yaml``."""
         return to_dict(self)
+
+    @property
+    def modality(self) -> str:
+        """``images`` or ``tokens``, from ``data.kind`` (:mod:`batchaug.modality`)."""
+        return modality_of(self.data.kind)
+
+    def validate(self, prefix: str) -> None:
+        if self.method.modality != self.modality:
+            raise ConfigError(f"method: {self.method.name!r} was resolved as a method for {self.method.modality}, "
+                              f"but data.kind {self.data.kind!r} holds {self.modality}")
 
 
 SECTIONS = ("data", "model", "method", "optim", "train", "eval")
@@ -221,9 +253,13 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     """
     out = copy.deepcopy(raw)
     parsed = [parse_override(text) for text in overrides]
+    kind = _raw_kind(out)
+    for path, value in parsed:
+        if path == ["data", "kind"]:
+            kind = value
     for path, value in parsed:
         if path == ["method", "name"] and isinstance(out.get("method"), dict) and out["method"].get("name") != value:
-            out["method"] = _keep_declared_options(out["method"], value)
+            out["method"] = _keep_declared_options(out["method"], value, modality_of(kind))
     for text, (path, value) in zip(overrides, parsed):
         node = out
         for part in path[:-1]:
@@ -237,8 +273,13 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     return out
 
 
-def _keep_declared_options(section: dict[str, Any], new_name: Any) -> dict[str, Any]:
-    declared = declared_options(new_name)
+def _raw_kind(raw: Mapping[str, Any]) -> Any:
+    data = raw.get("data")
+    return data.get("kind", "auto") if isinstance(data, Mapping) else "auto"
+
+
+def _keep_declared_options(section: dict[str, Any], new_name: Any, modality: str = IMAGES) -> dict[str, Any]:
+    declared = declared_options(new_name, modality)
     if declared is None:
         return section  # validation reports the unknown name later
     return {k: v for k, v in section.items() if k in declared}
@@ -279,10 +320,14 @@ def merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def resolve_config(raw: Mapping[str, Any]) -> RunConfig:
-    """Validate a raw mapping into a RunConfig; the method section is validated by its method."""
+    """Validate a raw mapping into a RunConfig; the method section is validated by its method (the one
+    of that name for the modality of ``data.kind``: images, or token streams for ``ptb``/``text``)."""
     raw = dict(raw)
     if raw.get("method") is None:
         raw.pop("method", None)
+    modality = modality_of(_raw_kind(raw))
+    if modality != IMAGES:
+        raw["method"] = MethodSpec.from_config(raw.get("method"), "method", modality=modality)
     return build(RunConfig, raw, "")
 
 

@@ -6,6 +6,11 @@ generator's device when a generator is given (then moved to the images' device, 
 small host-to-device copy when a CPU generator drives CUDA images), else on the images' device with
 PyTorch's default generator for that device. The same seed therefore gives the same views on one
 device; CPU and CUDA generators produce different streams.
+
+None of them synchronizes with the device: a draw on a CUDA generator for CUDA images, or on a
+CPU generator for any images, is queued like any other kernel. Only a CUDA generator with CPU
+images (numbers drawn on the GPU for a CPU batch) reads device memory, with a blocking copy: a
+non-blocking device-to-host copy returns before the data has arrived.
 """
 
 from __future__ import annotations
@@ -15,18 +20,27 @@ from torch import Tensor
 
 from batchaug.errors import ConfigError
 
-__all__ = ["bernoulli", "dirichlet", "gamma", "normal", "rand", "randint"]
+__all__ = ["bernoulli", "dirichlet", "gamma", "normal", "rand", "randint", "to_device"]
 
 
 def _where(generator: torch.Generator | None, device: torch.device) -> torch.device:
     return generator.device if generator is not None else device
 
 
+def to_device(t: Tensor, device: torch.device) -> Tensor:
+    """``t`` on ``device``: a non-blocking copy onto an accelerator (queued on its stream, safe), a
+    blocking one onto the CPU (a non-blocking device-to-host copy may still be in flight when the
+    CPU reads the result)."""
+    device = torch.device(device)
+    if t.device == device:
+        return t
+    return t.to(device, non_blocking=device.type != "cpu")
+
+
 def rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device,
          low: float | Tensor = 0.0, high: float | Tensor = 1.0) -> Tensor:
     """Uniform float32 numbers in ``[low, high)`` of ``shape`` on ``device``."""
-    u = torch.rand(shape, generator=generator, device=_where(generator, device))
-    u = u.to(device, non_blocking=True)
+    u = to_device(torch.rand(shape, generator=generator, device=_where(generator, device)), device)
     if isinstance(low, Tensor) or isinstance(high, Tensor) or low != 0.0 or high != 1.0:
         u = u * (high - low) + low
     return u
@@ -37,12 +51,13 @@ def randint(low: int | Tensor, high: int | Tensor, shape: tuple[int, ...],
     """Integers uniform in ``[low, high)`` (int64); ``low``/``high`` may be per-row tensors."""
     if not isinstance(low, Tensor) and not isinstance(high, Tensor):
         out = torch.randint(int(low), int(high), shape, generator=generator, device=_where(generator, device))
-        return out.to(device, non_blocking=True)
-    span = torch.as_tensor(high, device=device) - torch.as_tensor(low, device=device)
+        return to_device(out, device)
+    # Python bounds stay Python numbers: torch.as_tensor(5, device="cuda") would be a blocking upload
+    span = high - low
     u = rand(shape, generator, device)
     # float32 rounding can push u * span up to span itself; the clamp keeps the draw in range.
     k = torch.minimum((u * span).floor().long(), (span - 1).clamp(min=0).long())
-    return k + torch.as_tensor(low, device=device)
+    return k + low
 
 
 def bernoulli(p: float | Tensor, shape: tuple[int, ...], generator: torch.Generator | None,
@@ -55,39 +70,23 @@ def normal(shape: tuple[int, ...], generator: torch.Generator | None, device: to
            dtype: torch.dtype = torch.float32) -> Tensor:
     """Standard normal numbers of ``shape`` on ``device``."""
     z = torch.randn(shape, generator=generator, device=_where(generator, device), dtype=dtype)
-    return z.to(device, non_blocking=True)
+    return to_device(z, device)
 
 
 def gamma(alpha: float, shape: tuple[int, ...], generator: torch.Generator | None,
           device: torch.device) -> Tensor:
-    """Gamma(alpha, 1) numbers (float32) drawn from ``generator``.
+    """Gamma(alpha, 1) numbers (float32) drawn from ``generator``, on ``device``.
 
-    ``torch._standard_gamma`` takes no generator, so this is Marsaglia & Tsang's method with a
-    vectorized rejection loop (each round redraws only the rejected entries; acceptance is above
-    95% for alpha >= 1), and the ``alpha < 1`` case via ``Gamma(alpha + 1) * U ** (1 / alpha)``.
+    ``torch._standard_gamma`` (the sampler of ``torch.distributions.Gamma``: Marsaglia & Tsang's
+    rejection method with the ``alpha < 1`` boost, run per element inside one kernel) takes the
+    generator, so the draw is one kernel with no host round trip; a rejection loop written with
+    tensor ops would need the number of rejected entries on the host at every round.
     """
     if not alpha > 0:
         raise ConfigError(f"gamma: alpha must be > 0, got {alpha}")
-    boost = alpha < 1.0
-    a = alpha + 1.0 if boost else alpha
-    d = a - 1.0 / 3.0
-    c = 1.0 / (9.0 * d) ** 0.5
-    n = 1
-    for s in shape:
-        n *= s
-    out = torch.empty(n, device=device)
-    todo = torch.arange(n, device=device)
-    while todo.numel() > 0:
-        m = todo.numel()
-        x = normal((m,), generator, device)
-        u = rand((m,), generator, device)
-        v = (1.0 + c * x) ** 3
-        ok = (v > 0) & (torch.log(u.clamp_min(1e-30)) < 0.5 * x * x + d - d * v + d * torch.log(v.clamp_min(1e-30)))
-        out[todo[ok]] = d * v[ok]
-        todo = todo[~ok]
-    if boost:
-        out = out * rand((n,), generator, device).clamp_min(1e-30) ** (1.0 / alpha)
-    return out.view(shape)
+    where = _where(generator, device)
+    concentration = torch.full(tuple(shape), float(alpha), device=where, dtype=torch.float32)
+    return to_device(torch._standard_gamma(concentration, generator=generator), device)
 
 
 def dirichlet(alpha: float, k: int, n: int, generator: torch.Generator | None,

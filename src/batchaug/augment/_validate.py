@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from batchaug.errors import ConfigError
+from batchaug.runtime.constants import device_constant
 
 
 def check_images(images: object, where: str, *, allow_float: bool = False,
@@ -92,7 +93,8 @@ def fill_values(fill: object, name: str = "fill") -> tuple[float, ...] | None:
 
 def fill_tensor(fill: tuple[float, ...], channels: int, device: torch.device, dtype: torch.dtype,
                 where: str) -> Tensor:
-    """``fill`` as a ``(1, C, 1, 1)`` tensor; a single value is broadcast over the channels."""
+    """``fill`` as a ``(1, C, 1, 1)`` tensor (made once per device, read-only); a single value is
+    broadcast over the channels."""
     if len(fill) not in (1, channels):
         raise ConfigError(f"{where}: fill has {len(fill)} values but the images have {channels} channels")
-    return torch.tensor(fill, device=device, dtype=dtype).view(1, -1, 1, 1)
+    return device_constant([float(f) for f in fill], device, dtype, (1, -1, 1, 1))

@@ -8,7 +8,9 @@ draws its own operations, magnitudes and signs (torchvision's transforms draw on
 kornia's RandAugment once per batch). The engine draws all choices for the batch at once, sorts
 the rows by operation, and applies each operation once to its group (the five geometric
 operations share one batched warp), so the number of kernel launches grows with the number of
-distinct operations, not with the batch.
+distinct operations, not with the batch. Grouping needs the group sizes on the host: a policy draws
+every operation of every slot (RandAugment's ``num_ops``, AugMix's chains and steps) first and reads
+all their group sizes back at once, one device synchronization per call.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from batchaug.augment._validate import (
 )
 from batchaug.augment.policies import Policy
 from batchaug.errors import ConfigError
+from batchaug.runtime.constants import device_constant
 
 __all__ = ["AUTOAUGMENT_POLICIES", "OPS", "AugMix", "AutoAugment", "RandAugment", "TrivialAugment", "apply_ops"]
 
@@ -42,8 +45,7 @@ _GEOMETRIC = ("shear_x", "shear_y", "translate_x", "translate_y", "rotate")
 
 # Kernels: the geometric operations run as one "affine" group; every other operation is its own.
 _KERNELS = ("identity", "affine") + tuple(op for op in OPS if op != "identity" and op not in _GEOMETRIC)
-_KERNEL_OF_OP = torch.tensor([1 if op in _GEOMETRIC else _KERNELS.index(op) for op in OPS])
-_KERNEL_OF_OP_ON: dict[str, Tensor] = {"cpu": _KERNEL_OF_OP}
+_KERNEL_OF_OP = tuple(1 if op in _GEOMETRIC else _KERNELS.index(op) for op in OPS)
 _BLENDS = {"brightness": color.adjust_brightness, "color": color.adjust_saturation, "contrast": color.adjust_contrast,
            "sharpness": color.adjust_sharpness}
 
@@ -164,6 +166,8 @@ def _degrees_of_atan(v: Tensor, exact_limit: int) -> Tensor:
     """``degrees(atan(v))`` (the shear angle of slope ``v``), with Python's ``math`` for up to
     ``exact_limit`` distinct values as torchvision computes it (see ``geometry.affine_matrix`` on
     why the last bit matters), else with torch."""
+    if exact_limit <= 0:  # continuous values: no host round trip for the distinct ones
+        return torch.rad2deg(torch.atan(v))
     distinct, index = torch.unique(v, return_inverse=True)
     if distinct.numel() > exact_limit:
         return torch.rad2deg(torch.atan(v))
@@ -186,16 +190,16 @@ def _affine_matrices(op: Tensor, value: Tensor, height: int, width: int, *, exac
     shift = v.trunc()
     translate = torch.stack([torch.where(op == _ID["translate_x"], shift, zero),
                              torch.where(op == _ID["translate_y"], shift, zero)], 1)
-    corner = torch.tensor([-0.5 * width, -0.5 * height], dtype=torch.float64, device=v.device)
+    corner = device_constant([-0.5 * width, -0.5 * height], v.device, torch.float64)
     center = torch.where(is_shear[:, None], corner, torch.zeros_like(corner))
     return geometry.affine_matrix(angle, translate, shear, center, exact_limit=exact_limit)
 
 
 def _run_kernel(kernel: str, images: Tensor, op: Tensor, value: Tensor, matrix: Tensor | None,
-                interpolation: str, fill: tuple[float, ...] | None) -> Tensor:
+                interpolation: str, fill: tuple[float, ...] | None, exact_limit: int) -> Tensor:
     if kernel == "affine":
         if matrix is None:
-            matrix = _affine_matrices(op, value, images.shape[-2], images.shape[-1])
+            matrix = _affine_matrices(op, value, images.shape[-2], images.shape[-1], exact_limit=exact_limit)
         return geometry.warp_affine(images, matrix, interpolation=interpolation, fill=fill)
     if kernel in _BLENDS:
         return _BLENDS[kernel](images, 1.0 + value.to(torch.float64))
@@ -219,32 +223,49 @@ def apply_ops(images: Tensor, op: Tensor, value: Tensor, *, interpolation: str =
     Magnitudes are in torchvision's units: shear ``v`` (slope), translate pixels, rotate degrees,
     brightness/color/contrast/sharpness ``factor - 1``, posterize bits, solarize threshold as a
     fraction of 255. The rows are sorted by operation once (one host sync for the group sizes),
-    each operation runs once on its contiguous slice, and one gather puts the rows back.
+    each operation runs once on its contiguous slice, and one gather puts the rows back. Up to 256
+    distinct geometric magnitudes get torchvision's matrices to the last bit (a second host sync).
     """
     check_images(images, "apply_ops")
     _check_interpolation(interpolation, "apply_ops")
     n = images.shape[0]
     op = check_rows(op, n, "apply_ops", "op").to(images.device, torch.long)
     value = check_rows(value, n, "apply_ops", "value").to(images.device, torch.float32)
-    return _apply_ops(images, op, value, None, interpolation, fill_values(fill))
+    return _apply_ops(images, op, value, None, interpolation, fill_values(fill), exact_limit=256)
+
+
+def _kernel_of(op: Tensor) -> Tensor:
+    """The kernel index (into ``_KERNELS``) of every row's operation."""
+    return device_constant(_KERNEL_OF_OP, op.device, torch.long)[op]
+
+
+def _group_counts(ops: list[Tensor]) -> list[list[int]]:
+    """Rows per kernel for each of several slots of operations (``(n,)`` op ids each), read back to
+    the host in one transfer: the only device synchronization of a policy call."""
+    if not ops:
+        return []
+    kernels = torch.stack([_kernel_of(op) for op in ops])  # (slots, n)
+    ids = torch.arange(len(_KERNELS), device=kernels.device)
+    # an (slots, n, kernels) comparison, not bincount: CUDA's bincount reads its input's maximum back
+    return (kernels.unsqueeze(-1) == ids).sum(dim=1).tolist()
 
 
 def _apply_ops(images: Tensor, op: Tensor, value: Tensor, matrix: Tensor | None, interpolation: str,
-               fill: tuple[float, ...] | None) -> Tensor:
-    """``apply_ops`` with optional precomputed inverse matrices for the geometric rows."""
+               fill: tuple[float, ...] | None, *, counts: list[int] | None = None, exact_limit: int = 0) -> Tensor:
+    """``apply_ops`` with optional precomputed inverse matrices for the geometric rows and rows per
+    kernel (``_group_counts``; computed here, one sync, when not given). ``exact_limit``: see
+    ``geometry.affine_matrix`` (0 on the policies' path: no host round trip for the matrices)."""
     n = images.shape[0]
     if n == 0:
         return images
-    table = _KERNEL_OF_OP_ON.get(str(images.device))
-    if table is None:
-        table = _KERNEL_OF_OP_ON[str(images.device)] = _KERNEL_OF_OP.to(images.device)
-    kernel = table[op]
-    counts = torch.bincount(kernel, minlength=len(_KERNELS)).tolist()
+    kernel = _kernel_of(op)
+    if counts is None:
+        counts = _group_counts([op])[0]
     present = [k for k, c in enumerate(counts) if c]
     if present == [0]:
         return images
     if len(present) == 1:
-        return _run_kernel(_KERNELS[present[0]], images, op, value, matrix, interpolation, fill)
+        return _run_kernel(_KERNELS[present[0]], images, op, value, matrix, interpolation, fill, exact_limit)
     order = torch.argsort(kernel, stable=True)
     source, op, value = images.index_select(0, order), op[order], value[order]
     matrix = None if matrix is None else matrix[order]
@@ -256,7 +277,8 @@ def _apply_ops(images: Tensor, op: Tensor, value: Tensor, matrix: Tensor | None,
             continue
         stop = start + counts[k]
         result[start:stop] = _run_kernel(_KERNELS[k], source[start:stop], op[start:stop], value[start:stop],
-                                         None if matrix is None else matrix[start:stop], interpolation, fill)
+                                         None if matrix is None else matrix[start:stop], interpolation, fill,
+                                         exact_limit)
         start = stop
     # undo the sort with a gather (index_select), several times faster on CPU than index_copy_
     return result.index_select(0, torch.argsort(order))
@@ -309,9 +331,10 @@ class RandAugment(Policy):
         k = _random.randint(0, table.size, (n, self.num_ops), generator, dev)
         negate = _random.bernoulli(0.5, (n, self.num_ops), generator, dev)
         magnitude = self._magnitudes(n, generator, dev)
-        for slot in range(self.num_ops):
-            op, value, matrix = table.lookup(k[:, slot], magnitude[:, slot], negate[:, slot])
-            images = _apply_ops(images, op, value, matrix, self.interpolation, self.fill)
+        slots = [table.lookup(k[:, slot], magnitude[:, slot], negate[:, slot]) for slot in range(self.num_ops)]
+        counts = _group_counts([op for op, _, _ in slots])
+        for (op, value, matrix), rows in zip(slots, counts, strict=True):
+            images = _apply_ops(images, op, value, matrix, self.interpolation, self.fill, counts=rows)
         return images
 
     def options(self) -> dict[str, Any]:
@@ -421,10 +444,14 @@ class AutoAugment(Policy):
         sub = _random.randint(0, k_all.shape[0], (n,), generator, dev)
         u = _random.rand((n, 2), generator, dev)
         negate = _random.bernoulli(0.5, (n, 2), generator, dev)
+        steps = []
         for step in range(2):
             op, value, matrix = table.lookup(k_all[sub, step], m_all[sub, step], negate[:, step])
             op = torch.where(u[:, step] <= p_all[sub, step], op, torch.zeros_like(op))  # skipped: identity
-            images = _apply_ops(images, op, value, matrix, self.interpolation, self.fill)
+            steps.append((op, value, matrix))
+        counts = _group_counts([op for op, _, _ in steps])
+        for (op, value, matrix), rows in zip(steps, counts, strict=True):
+            images = _apply_ops(images, op, value, matrix, self.interpolation, self.fill, counts=rows)
         return images
 
     def options(self) -> dict[str, Any]:
@@ -496,14 +523,20 @@ class AugMix(Policy):
         k = _random.randint(0, table.size, (n, self.width, steps), generator, dev)
         magnitude = _random.randint(0, self.severity, (n, self.width, steps), generator, dev)
         negate = _random.bernoulli(0.5, (n, self.width, steps), generator, dev)
-        mix = images.to(torch.float32).mul_(beta[:, 0].view(n, 1, 1, 1))
+        ops = []
         for chain in range(self.width):
-            aug = images
             for step in range(steps):
                 op, value, matrix = table.lookup(k[:, chain, step], magnitude[:, chain, step], negate[:, chain, step])
-                op = torch.where(step < depth[:, chain], op, torch.zeros_like(op))
-                aug = _apply_ops(aug, op, value, matrix, self.interpolation, self.fill)
-            mix.add_(aug.to(torch.float32).mul_(weights[:, chain].view(n, 1, 1, 1)))
+                ops.append((torch.where(step < depth[:, chain], op, torch.zeros_like(op)), value, matrix))
+        counts = iter(_group_counts([op for op, _, _ in ops]))
+        chained = iter(ops)
+        mix = images.to(torch.float32).mul_(beta[:, 0].view(n, 1, 1, 1))
+        for _chain in range(self.width):
+            aug = images
+            for _ in range(steps):
+                op, value, matrix = next(chained)
+                aug = _apply_ops(aug, op, value, matrix, self.interpolation, self.fill, counts=next(counts))
+            mix.add_(aug.to(torch.float32).mul_(weights[:, _chain].view(n, 1, 1, 1)))
         return mix.to(torch.uint8)
 
     def options(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from batchaug.augment import _random
 from batchaug.augment._validate import check_images, check_rows
+from batchaug.runtime.constants import device_constant
 
 __all__ = [
     "adjust_brightness",
@@ -139,7 +140,7 @@ def _hsv_to_rgb(hsv: Tensor) -> Tensor:
     q = (v * (1.0 - s * f)).clamp(0.0, 1.0)
     t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0)
     # which of (v, p, q, t) is R, G and B in each of the six hue sectors
-    table = torch.tensor([[0, 2, 1, 1, 3, 0], [3, 0, 0, 2, 1, 1], [1, 1, 3, 0, 0, 2]], device=hsv.device)
+    table = device_constant([[0, 2, 1, 1, 3, 0], [3, 0, 0, 2, 1, 1], [1, 1, 3, 0, 0, 2]], hsv.device, torch.long)
     choice = table[:, sector].movedim(0, 1)  # (N, 3, H, W)
     return torch.stack((v, p, q, t), dim=1).gather(1, choice)
 
@@ -205,9 +206,12 @@ def equalize(images: Tensor) -> Tensor:
         return images
     rows = n * c
     flat = images.reshape(rows, h * w).to(torch.long)
-    # one bincount over all channels: channel k's values live at 256 * k + value
+    # one histogram over all channels: channel k's values live at 256 * k + value (scatter_add_, not
+    # bincount, which on CUDA reads its input's maximum back to the host)
     offset = torch.arange(0, rows * 256, 256, device=images.device).unsqueeze(1)
-    hist = torch.bincount((flat + offset).view(-1), minlength=rows * 256).view(rows, 256)
+    index = (flat + offset).view(-1)
+    hist = torch.zeros(rows * 256, dtype=torch.long, device=images.device)
+    hist = hist.scatter_add_(0, index, torch.ones_like(index)).view(rows, 256)
     # PIL's step: the pixels outside the last non-empty bin (the channel's maximum), over 255
     step = (h * w - hist.gather(1, flat.amax(dim=1, keepdim=True))).div_(255, rounding_mode="floor")
     # lut[k] = (pixels below k + step // 2) // step, clipped to 0..255; lut[0] = 0

@@ -467,13 +467,28 @@ class ColorJitter(Policy):
             factors.append(_random.rand((n,), generator, dev, lo, hi))
         order = torch.argsort(_random.rand((n, 4), generator, dev), dim=1)  # a random permutation per row
         kernels = (color.adjust_brightness, color.adjust_contrast, color.adjust_saturation, color.adjust_hue)
+        # rows per (position, operation), read back once: the call's only device synchronization
+        counts = (order.t().unsqueeze(-1) == torch.arange(4, device=dev)).sum(dim=1).tolist()
         for position in range(4):
-            for k, (kernel, s) in enumerate(zip(kernels, strengths)):
-                if s == 0:
-                    continue
-                rows = (order[:, position] == k).nonzero().squeeze(1)
-                if rows.numel():
-                    images = images.index_copy(0, rows, kernel(images.index_select(0, rows), factors[k][rows]))
+            which = order[:, position]
+            live = [k for k in range(4) if counts[position][k] and strengths[k] != 0]
+            if not live:
+                continue
+            if len(live) == 1 and counts[position][live[0]] == n:
+                images = kernels[live[0]](images, factors[live[0]])
+                continue
+            # rows grouped by the operation at this position, each group one call, one gather back
+            perm = torch.argsort(which, stable=True)
+            source = images.index_select(0, perm)
+            out = torch.empty_like(source)
+            start = 0
+            for k in range(4):
+                stop = start + counts[position][k]
+                if stop > start:
+                    out[start:stop] = (kernels[k](source[start:stop], factors[k].index_select(0, perm[start:stop]))
+                                       if strengths[k] != 0 else source[start:stop])
+                start = stop
+            images = out.index_select(0, torch.argsort(perm))
         return images
 
     def options(self) -> dict[str, Any]:

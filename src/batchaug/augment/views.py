@@ -39,12 +39,23 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-# Default chunk: about this many pixel values per chunk (~680 views of 3x32x32): big enough to
-# amortize the per-call overheads (RandAugment's per-operation groups), small enough that the
-# temporaries (uint8 images, int64 gather indices, float32 blends) stay in cache and in blocks
+# Default chunk on the CPU: about this many pixel values per chunk (~680 views of 3x32x32): big
+# enough to amortize the per-call overheads (RandAugment's per-operation groups), small enough that
+# the temporaries (uint8 images, int64 gather indices, float32 blends) stay in cache and in blocks
 # the allocator reuses. Measured on 2 CPU threads, B*M = 1024-2048 views: pad-crop-flip-cutout
 # is fastest at 256-768 views per chunk (~20% over 1,365), RandAugment within 5% from 512 up.
 _CHUNK_ELEMENTS = 1 << 21
+# On an accelerator a chunk costs kernel launches and (for the operation-grouping policies) one host
+# synchronization, and cache sizes do not matter: 2**26 pixel values (~21,800 views of 3x32x32, ~445
+# of 3x224x224), whose temporaries (~20 bytes per value at the peak of a RandAugment chunk) take about
+# 1.3 GB. A constant, not a share of the free memory: the views depend on the chunking, so the same
+# run must chunk the same way whatever else the device holds.
+_DEVICE_CHUNK_ELEMENTS = 1 << 26
+
+
+def chunk_elements(device: torch.device) -> int:
+    """Pixel values per augmentation chunk on ``device`` (``ViewAugmenter``'s default chunking)."""
+    return _CHUNK_ELEMENTS if torch.device(device).type == "cpu" else _DEVICE_CHUNK_ELEMENTS
 
 
 def _default_stats(mean: float | Sequence[float] | None, std: float | Sequence[float] | None,
@@ -164,7 +175,8 @@ class ViewAugmenter(nn.Module):
     and the constructor warns (``UserWarning``, once per instance) that it does so.
 
     ``policy`` is a ``Policy`` or anything ``build_policy`` accepts. Views are made ``chunk_size``
-    at a time (default: about 2M pixel values per chunk, split evenly), each chunk normalized
+    at a time (default: about 2M pixel values per chunk on the CPU, 64M on an accelerator, split
+    evenly: :func:`chunk_elements`), each chunk normalized
     straight into the output, so memory besides the output stays bounded and temporaries are
     reused whatever ``N * m`` is. ``channels_last`` returns the output in channels-last format.
 
@@ -235,7 +247,7 @@ class ViewAugmenter(nn.Module):
         if total == 0:
             return out
         scale, shift = _scale_shift(self.mean, self.std, c, True, images.device)
-        chunk = self.chunk_size or max(1, _CHUNK_ELEMENTS // (c * max(h * w, oh * ow)))
+        chunk = self.chunk_size or max(1, chunk_elements(images.device) // (c * max(h * w, oh * ow)))
         if self.chunk_size is None:  # equal chunks: no small remainder paying a whole chunk's overhead
             chunk = -(-total // -(-total // chunk))
         for start in range(0, total, chunk):

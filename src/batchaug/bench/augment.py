@@ -15,7 +15,9 @@ M in {1, 4, 16, 32}, three ways:
 Policies: "standard+cutout" (crop with padding 4, flip, cutout 16) and "randaugment" (2 ops,
 magnitude 9). Each cell is timed after a warm-up call in 5 rounds, all cells taking turns round
 by round, and each keeps its best round (other processes on a shared machine disturb single
-rounds; taking turns exposes every cell, peers included, to the same). Reports views per
+rounds; taking turns exposes every cell, peers included, to the same). On CUDA a round times a
+stream of calls with one synchronization at its end (throughput: the CPU queues the next call
+while the GPU runs this one), not a synchronization after every call (latency). Reports views per
 second and the ratios; --json prints
 {"batchaug": {policy: {M: views/s}}, "torchvision_per_sample": {...}, "kornia": {...}, "meta": {...}}.
 Images: the first CIFAR-10 test images from $BATCHAUG_DATA (or ../shared/data beside the
@@ -131,7 +133,9 @@ def _kornia_route(images: torch.Tensor, m: int, device: torch.device) -> Callabl
     aug = torch.nn.Sequential(
         K.RandomCrop((32, 32), padding=4), K.RandomHorizontalFlip(),
         K.RandomErasing(scale=(0.25, 0.25), ratio=(1.0, 1.0), value=0.0, p=1.0),
-        K.Normalize(torch.tensor(CIFAR10_MEAN), torch.tensor(CIFAR10_STD)),
+        # on the device: kornia keeps mean/std as plain attributes, which .to(device) does not move, so
+        # CPU tensors here would be copied to the GPU at every call
+        K.Normalize(torch.tensor(CIFAR10_MEAN, device=device), torch.tensor(CIFAR10_STD, device=device)),
     ).to(device)
     x = images.to(device)
 
@@ -154,11 +158,16 @@ def _batchaug_route(policy: str, images: torch.Tensor, m: int, device: torch.dev
     return run
 
 
-def _round(fn: Callable[[], torch.Tensor], seconds: float, sync: Callable[[], None]) -> float:
-    """Views per second of calling ``fn`` for at least ``seconds``."""
+#: calls queued between synchronizations on CUDA (a stream; on the CPU every call is synchronous anyway)
+_STREAM = 8
+
+
+def _round(fn: Callable[[], torch.Tensor], seconds: float, sync: Callable[[], None], stream: int = 1) -> float:
+    """Views per second of calling ``fn`` for at least ``seconds``, ``stream`` calls per synchronization."""
     count, start = 0, time.perf_counter()
     while True:
-        count += fn().shape[0]
+        for _ in range(stream):
+            count += fn().shape[0]
         sync()
         elapsed = time.perf_counter() - start
         if elapsed >= seconds:
@@ -173,13 +182,14 @@ def _time_cells(cells: list[Callable[[], torch.Tensor]], min_time: float, device
     rounds; taking turns exposes every cell, peers included, to the same disturbances, and the
     best round is the least disturbed."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    stream = _STREAM if device.type == "cuda" else 1
     for fn in cells:
         fn()
         sync()
     best = [0.0] * len(cells)
     for _ in range(rounds):
         for i, fn in enumerate(cells):
-            best[i] = max(best[i], _round(fn, min_time / rounds, sync))
+            best[i] = max(best[i], _round(fn, min_time / rounds, sync, stream))
     return best
 
 
@@ -263,7 +273,8 @@ def _table(results: dict[str, Any], ms: list[int]) -> str:
             tv = results["torchvision_per_sample"].get(policy, {}).get(key)
             ko = results["kornia"].get(policy, {}).get(key)
             lines.append(f"{policy:<16}{m:>4}{fmt(ba, 12)}{fmt(tv, 12)}{fmt(ko, 10)}"
-                         f"{fmt(ba / tv if ba and tv else None, 8, True)}{fmt(ba / ko if ba and ko else None, 10, True)}")
+                         f"{fmt(ba / tv if ba and tv else None, 8, True)}"
+                         f"{fmt(ba / ko if ba and ko else None, 10, True)}")
         ba = results["batchaug"].get(policy, {})
         if "16" in ba and "32" in ba:
             lines.append(f"{'':<16}batchaug M=16 -> M=32: {100.0 * (ba['32'] / ba['16'] - 1.0):+.1f}%")

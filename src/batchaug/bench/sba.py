@@ -10,8 +10,9 @@ and sets the measured cost beside the analytical one, 1 + p·M·cost(g_k+1)/cost
 where cost(g_k+1)/cost(f) is the share of the forward FLOPs spent after layer k (counted with
 torch.utils.flop_counter on this model). BA costs about M baseline steps, so SBA/BA ≈ (1 + p·M·r)/M.
 Input augmentation is left out of every step: this is the network's cost (BA would also augment M
-times the images SBA and the baseline augment, so leaving it out understates BA's cost, never SBA's). For CIFAR ResNets the stage outputs (layer1..layer3, convolutional maps,
-structured noise) are added in front of the registry's layers so the curve spans the depth.
+times the images SBA and the baseline augment, so leaving it out understates BA's cost, never SBA's).
+For CIFAR ResNets the stage outputs (layer1..layer3, convolutional maps, structured noise) are added in
+front of the registry's layers so the curve spans the depth.
 
   batchaug bench sba                              ResNet-20, M = 16, p = 0.5, batch 64
   batchaug bench sba --model vgg16_bn --m 32 --batch-size 32 --json

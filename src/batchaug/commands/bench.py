@@ -6,6 +6,8 @@ run and prints images/s (or time) and ratios; ``--json`` prints one JSON object 
   batchaug bench data      decoding the CIFAR-10 JPEG archive into uint8 tensors
   batchaug bench sba       SBA step cost per eligible layer vs BA and the baseline
   batchaug bench corruptions  all 19 corruptions x 5 severities of the CIFAR-10 test images
+  batchaug bench lstm      language-model step tokens/s, BA M = 1 and 10 vs a plain nn.LSTM step
+  batchaug bench syncs     host synchronizations of a BA step, by policy and M
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
             "SBA step cost per eligible layer vs BA and the baseline (the SBA paper's Fig. 3 cost view)."),
     "corruptions": ("batchaug.bench.corruptions",
                     "Corruption generation: all 19 corruptions x 5 severities of the CIFAR-10 test images."),
+    "lstm": ("batchaug.bench.lstm",
+             "Language-model training step: tokens/s of BA with M = 1 and M = 10 against a plain nn.LSTM step."),
+    "syncs": ("batchaug.bench.syncs",
+              "Host synchronizations of a Batch Augmentation training step, by policy and number of views."),
 }
 
 

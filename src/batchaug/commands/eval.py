@@ -13,9 +13,14 @@ Each suite writes eval/<suite>.json: {"suite", "limit", "split", "seed", "option
 (docs/evaluate.md). The model is rebuilt from RUN/config.yaml and RUN/best.pt (or --checkpoint last / a
 path). --split is a split of the run's data (default: its eval.split, whole) or "run" (the validation set
 the run used, data.val_subset included, so numbers match metrics.jsonl: its val_*, or with
-data.val_from_train its test_*, since best.pt was chosen on held-out training images); --limit N takes a class-balanced
-draw of N images of it (seeded by --seed; an image's result never depends on the draw or the batch).
+data.val_from_train its test_*, since best.pt was chosen on held-out training images); --limit N takes
+a class-balanced draw of N images of it (seeded by --seed; an image's result never depends on the draw or the batch).
 Every suite option can be set as --option SUITE.KEY=VALUE; some have their own flags (below).
+
+Language-model runs (methods that evaluate by perplexity, on data.kind ptb/text) write
+eval/perplexity.json instead: the perplexity of the valid and test streams (eval.batch_size and
+eval.test_batch_size columns, AWD-LSTM's 10 and 1; --batch-size sets both), with the hidden state
+carried across windows, of the weights that stood for the model (NT-ASGD's average once it ran).
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ema", action="store_true",
                         help="evaluate the exponential moving average of the weights (runs with train.ema_decay)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per forward pass (default 500); language models: columns of both streams")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw of the evaluation")
     parser.add_argument("--option", action="append", default=[], metavar="SUITE.KEY=VALUE",
                         help="set an option of a suite (repeatable), e.g. fourier.norm=8")
@@ -117,11 +123,17 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from batchaug.evaluate.loading import load_eval_data, load_trained
+    from batchaug.evaluate.perplexity import evaluates_perplexity
     from batchaug.evaluate.registry import get_suite_class
     from batchaug.evaluate.suite import SuiteContext, run_suites
     from batchaug.schema import build
+    from batchaug.train.run import load_run_config
 
+    if evaluates_perplexity(load_run_config(args.run_dir).method.method_class):
+        return _run_perplexity(args)
     names, raw_options, extra_modes = _suite_options(args)
+    if args.batch_size is None:
+        args.batch_size = 500
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit: must be >= 1, got {args.limit}")
     if args.batch_size < 1:
@@ -160,3 +172,22 @@ def _write(run_dir: Path, name: str, payload: dict[str, Any]) -> None:
     print(f"== {out / name}")
     summary = {k: v for k, v in payload.items() if k != "modes"} if len(json.dumps(payload)) > 4000 else payload
     print(json.dumps(summary, indent=2))
+
+
+def _run_perplexity(args: argparse.Namespace) -> int:
+    """``eval/perplexity.json`` of a language-model run (the image options do not apply)."""
+    from batchaug.evaluate.perplexity import evaluate_run_perplexity
+
+    image_only = [flag for flag, used in (("--suite", args.suite is not None), ("--views", args.views),
+                                          ("--sba-vote", args.sba_vote), ("--alphas", args.alphas is not None),
+                                          ("--ema", args.ema), ("--policy", args.policy is not None),
+                                          ("--limit", args.limit is not None), ("--option", args.option)) if used]
+    if image_only:
+        raise ConfigError(f"{', '.join(image_only)}: options of image runs; {args.run_dir} is a language-model run "
+                          "(its evaluation is perplexity)")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ConfigError(f"--batch-size: must be >= 1, got {args.batch_size}")
+    sizes = {"valid": args.batch_size, "test": args.batch_size} if args.batch_size else None
+    _write(args.run_dir, "perplexity.json", evaluate_run_perplexity(args.run_dir, args.checkpoint, args.device,
+                                                                    batch_sizes=sizes))
+    return 0

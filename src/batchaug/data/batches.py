@@ -10,6 +10,13 @@ batches of an uninterrupted one, and it is a ``batch_sampler`` any ``DataLoader`
 device, from uint8 tensors held in memory (the permutation is moved to the tensors' device once per
 epoch, so no step waits on a host-to-device copy of its indices) or from a map-style dataset read by
 DataLoader workers over the same sampler (streaming, when the data does not fit in memory).
+
+Both are *batch sources*, what the trainer iterates, and so is
+:class:`~batchaug.data.token_batches.TokenBatches` (truncated-BPTT windows of a token stream). A batch
+source has ``steps_per_epoch``, ``epoch_of(step)``, ``epoch_at(step)`` (fractional epochs done before
+``step``), ``progress(step)`` (extra keys of the metrics line), ``fetch(step)``,
+``iterate(start, stop)`` yielding ``(step, inputs, targets)``, ``streaming``, and ``state_dict()`` /
+``check_state(state)`` (what the order depends on besides the step, checked on resume).
 """
 
 from __future__ import annotations
@@ -119,6 +126,28 @@ class StepBatches:
 
     def __len__(self) -> int:
         return len(self.images) if self.streaming else int(self.images.shape[0])
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.sampler.steps_per_epoch
+
+    def epoch_of(self, step: int) -> int:
+        """The epoch step ``step`` belongs to."""
+        return step // self.sampler.steps_per_epoch
+
+    def epoch_at(self, step: int) -> float:
+        """Epochs done before step ``step`` (fractional)."""
+        return step / self.sampler.steps_per_epoch
+
+    def progress(self, step: int) -> dict[str, Any]:
+        """Extra keys of a metrics line after ``step`` steps: none (``images_seen`` says it all)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.sampler.state_dict()
+
+    def check_state(self, state: dict[str, Any]) -> None:
+        self.sampler.check_state(state)
 
     def fetch(self, step: int) -> tuple[Tensor, Tensor]:
         """The images and targets of step ``step`` (in-memory only)."""

@@ -1,9 +1,14 @@
-"""Penn Treebank, word level (Mikolov's 10k-word version), for the LSTM language-model experiments.
+"""Penn Treebank, word level (Mikolov's 10k-word version), for the LSTM language-model experiments;
+and any other word-level corpus laid out the same way.
 
 Standard LM setup: each line is split on whitespace and ends with an ``<eos>`` token; the
 vocabulary is built from the training text (10,000 types including ``<eos>`` and ``<unk>``); the
 token stream of a split is cut into ``batch_size`` parallel columns (:func:`batchify`) and read in
 windows of ``bptt`` steps (:func:`get_batch`), each target being the next token.
+
+A corpus folder holds ``train``, ``valid`` and ``test`` as ``ptb.<split>.txt`` or ``<split>.txt``
+(:func:`load_corpus`); a missing split, an empty file or a word of valid/test that the training text
+never has is a :class:`~batchaug.errors.DataError` naming the file.
 """
 
 from __future__ import annotations
@@ -95,14 +100,30 @@ class Corpus(Mapping[str, torch.Tensor]):
         return len(self._splits)
 
 
+_LAYOUT = "a corpus folder holds train, valid and test as ptb.<split>.txt or <split>.txt"
+
+
+def split_file(folder: Path, split: str) -> Path:
+    """The file of ``split`` in a corpus folder: ``ptb.<split>.txt`` or ``<split>.txt``; DataError when
+    neither exists (named in the folder's own style: ``ptb.`` when its training file has the prefix)."""
+    for name in (f"ptb.{split}.txt", f"{split}.txt"):
+        if (folder / name).is_file():
+            return folder / name
+    plain = (folder / "train.txt").is_file() and not (folder / "ptb.train.txt").is_file()
+    expected = folder / (f"{split}.txt" if plain else f"ptb.{split}.txt")
+    raise DataError(f"{expected}: missing; {_LAYOUT}")
+
+
 def _read_lines(file: Path) -> list[str]:
     try:
-        return file.read_text(encoding="utf-8").splitlines()
+        lines = file.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise DataError(f"{file}: missing; expected the PTB files ptb.train.txt, ptb.valid.txt, "
-                        "ptb.test.txt") from None
+        raise DataError(f"{file}: missing; {_LAYOUT}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{file}: cannot read as UTF-8 text ({exc})") from exc
+    if not any(line.split() for line in lines):
+        raise DataError(f"{file}: empty (no words); {_LAYOUT}")
+    return lines
 
 
 def tokenize(lines: Iterable[str]) -> list[str]:
@@ -114,24 +135,32 @@ def tokenize(lines: Iterable[str]) -> list[str]:
     return tokens
 
 
-def load_ptb(root: str | os.PathLike[str] | None = None) -> Corpus:
-    """Load PTB from a folder holding ``ptb.{train,valid,test}.txt``.
+def load_corpus(root: str | os.PathLike[str] | None = None, default_name: str = "ptb") -> Corpus:
+    """Load a word-level corpus from a folder holding train, valid and test text (:func:`split_file`).
 
-    ``root`` None searches ``$BATCHAUG_DATA/ptb`` then the cache directory. The vocabulary is built
-    from the training split; a word of valid/test missing from it is an error (PTB has none).
+    ``root`` None searches ``$BATCHAUG_DATA/<default_name>`` then the cache directory. The vocabulary
+    is built from the training split; a word of valid/test missing from it is an error naming the file
+    and the word (PTB has none: its rare words are already ``<unk>``).
     """
-    folder = resolve_data_path(root, "ptb")
+    folder = resolve_data_path(root, default_name)
     if folder.is_file():
-        raise DataError(f"{folder}: expected the folder holding ptb.train.txt, ptb.valid.txt, ptb.test.txt")
-    lines = {s: _read_lines(folder / f"ptb.{s}.txt") for s in PTB_SPLITS}
+        raise DataError(f"{folder}: expected a folder; {_LAYOUT}")
+    files = {s: split_file(folder, s) for s in PTB_SPLITS}
+    lines = {s: _read_lines(files[s]) for s in PTB_SPLITS}
     vocab = Vocab.build(lines["train"])
     ids = {}
     for s in PTB_SPLITS:
         try:
             ids[s] = vocab.encode(tokenize(lines[s]), unk=None)
         except DataError as exc:
-            raise DataError(f"{folder / f'ptb.{s}.txt'}: {exc}") from None
+            raise DataError(f"{files[s]}: {exc} built from {files['train'].name}") from None
     return Corpus(vocab, ids)
+
+
+def load_ptb(root: str | os.PathLike[str] | None = None) -> Corpus:
+    """Load PTB from a folder holding ``ptb.{train,valid,test}.txt`` (:func:`load_corpus`; ``root``
+    None searches ``$BATCHAUG_DATA/ptb`` then the cache directory)."""
+    return load_corpus(root, "ptb")
 
 
 def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:

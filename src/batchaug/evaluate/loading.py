@@ -37,6 +37,18 @@ class TrainedRun:
     run_dir: Path = Path(".")
 
 
+def checkpoint_path(run_dir: str | Path, checkpoint: str = "best") -> Path:
+    """The file ``checkpoint`` names in ``run_dir``: ``best`` (``last.pt`` when no ``best.pt`` was
+    written), ``last``, or a path; ConfigError when it is not there."""
+    run_dir = Path(run_dir)
+    path = Path(checkpoint) if checkpoint not in ("best", "last") else run_dir / f"{checkpoint}.pt"
+    if not path.is_file() and checkpoint == "best" and (run_dir / "last.pt").is_file():
+        path = run_dir / "last.pt"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: checkpoint {path.name} not found (train the run first)")
+    return path
+
+
 def load_trained(run_dir: str | Path, checkpoint: str = "best", device: str = "auto", *,
                  ema: bool = False) -> TrainedRun:
     """Model (eval mode, on ``device``), method and validation data of a finished or running run.
@@ -49,11 +61,7 @@ def load_trained(run_dir: str | Path, checkpoint: str = "best", device: str = "a
     """
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
-    path = Path(checkpoint) if checkpoint not in ("best", "last") else run_dir / f"{checkpoint}.pt"
-    if not path.is_file() and checkpoint == "best" and (run_dir / "last.pt").is_file():
-        path = run_dir / "last.pt"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir}: checkpoint {path.name} not found (train the run first)")
+    path = checkpoint_path(run_dir, checkpoint)
     dev = resolve_device(device if device != "auto" else cfg.train.device)
     ckpt = load_checkpoint(path, map_location=dev)
     data = load_run_data(cfg, dev, train=False)

@@ -1,16 +1,24 @@
 """The contract between the trainer and a training method.
 
-A method is a small object that says (a) how a batch of uint8 images becomes model inputs and
-(b) how the model's outputs become a loss and metrics. The trainer knows no method by name: it calls
+A method is a small object that says (a) how a batch becomes model inputs and (b) how the model's
+outputs become a loss and metrics. The trainer knows no method by name: it calls
 
     method.prepare_model(model)             once, before the optimizer is built (layer swaps, hooks)
-    method.begin_step(step, epoch)          once per optimizer step (e.g. SBA's Bernoulli draw)
-    batch = method.make_batch(images, targets, generator)
+    method.begin_step(step, epoch)          once per optimizer step (e.g. SBA's Bernoulli draw; again,
+                                            from the same state, when a step is retried after an OOM)
+    batch = method.make_batch(inputs, targets, generator)
     for chunk in batch.chunks(n):           micro-batching; n == 1 unless B*views does not fit
         out = method.loss(model, chunk)     forward pass + objective for this chunk
         (out.loss * chunk.num_samples / batch.num_samples).backward()
-    method.predict(model, images)           evaluation logits for uint8 images (``val_acc``)
+    optimizer step (learning rate x batch.lr_scale)
+    method.end_step(step, [out.carry ...])  what each chunk carries to the next step (default: nothing)
+    method.predict(model, images)           evaluation logits for uint8 images (image validation, ``val_acc``)
     method.extra_val_predictions()          further named predictors validated beside it (``val_acc_<name>``)
+
+``inputs`` are what the run's batch source yields: uint8 images (B, C, H, W) for image data, a
+:class:`~batchaug.data.token_batches.TokenWindow` for token streams. Methods that carry state from one
+step to the next (an RNN's hidden state under truncated BPTT) return it as ``LossOutput.carry`` and
+take it back in ``end_step``; the others ignore both, and ``lr_scale`` stays 1.
 
 All tensors in a :class:`MethodBatch` are laid out sample-major (each sample's rows adjacent), so a
 batch can be cut into micro-batches along the sample axis without the trainer knowing what the rows are.
@@ -50,9 +58,12 @@ class MethodContext:
     """What a method may need to know about the run, given to its constructor."""
 
     num_classes: int
-    image_size: tuple[int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    """Classes of the output (a language model's: the vocabulary size)."""
+    image_size: tuple[int, int] | None = None
+    """Height and width of the images (image data only)."""
+    mean: tuple[float, ...] = ()
+    """Per-channel normalization of the images (image data only)."""
+    std: tuple[float, ...] = ()
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     label_smoothing: float = 0.0
     channels_last: bool = False
@@ -77,11 +88,14 @@ class MethodBatch:
 
     ``tensors`` maps names to tensors whose first dimension is ``num_samples * rows_per_sample[name]``,
     sample-major. ``extras`` holds anything that is not split (it is shared by all chunks).
+    ``lr_scale`` multiplies the step's learning rate (e.g. a language model's window length over its
+    nominal length, so short windows take shorter steps); 1 for everything else.
     """
 
     tensors: dict[str, Tensor]
     num_samples: int
     extras: dict[str, Any] = field(default_factory=dict)
+    lr_scale: float = 1.0
 
     def rows_per_sample(self, name: str) -> int:
         n = self.tensors[name].shape[0]
@@ -108,7 +122,8 @@ class MethodBatch:
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             if hi == lo:
                 continue
-            yield MethodBatch({k: t[lo * per[k]: hi * per[k]] for k, t in self.tensors.items()}, hi - lo, self.extras)
+            yield MethodBatch({k: t[lo * per[k]: hi * per[k]] for k, t in self.tensors.items()}, hi - lo, self.extras,
+                              self.lr_scale)
 
 
 class SplitOutput(NamedTuple):
@@ -129,13 +144,16 @@ class LossOutput:
     ``loss`` is the mean over this chunk's samples (the trainer weights chunks by their sample count).
     ``logits``/``targets`` are the predictions used for the running training accuracy. ``metrics`` are
     per-chunk means (floats or 0-d tensors) that the trainer averages over the logging interval and
-    writes into ``metrics.jsonl`` under their own names.
+    writes into ``metrics.jsonl`` under their own names. ``carry`` is what this chunk hands to the next
+    step (e.g. the final hidden state of its rows); the trainer passes every chunk's to
+    :meth:`Method.end_step` and never looks inside.
     """
 
     loss: Tensor
     logits: Tensor | None = None
     targets: Tensor | None = None
     metrics: dict[str, float | Tensor] = field(default_factory=dict)
+    carry: Any = None
 
 
 class Method(abc.ABC):
@@ -174,15 +192,22 @@ class Method(abc.ABC):
 
     # -- one step -------------------------------------------------------------------------------
     def begin_step(self, step: int, epoch: int) -> None:
-        """Called once before each optimizer step (all micro-batches of the step share it)."""
+        """Called before each optimizer step (all micro-batches of the step share it). When the trainer
+        retries a step after an out-of-memory error it restores :meth:`state_dict` from before the first
+        call and calls this again: the step's draws must follow from ``step`` and that state."""
 
     @abc.abstractmethod
     def make_batch(self, images: Tensor, targets: Tensor, generator: torch.Generator | None = None) -> MethodBatch:
-        """Turn uint8 images (B, C, H, W) on the training device and int64 targets into model inputs."""
+        """Turn the batch source's inputs (uint8 images (B, C, H, W) for image data) on the training
+        device and their targets into model inputs."""
 
     @abc.abstractmethod
     def loss(self, model: nn.Module, batch: MethodBatch) -> LossOutput:
         """Forward ``batch`` through ``model`` and return the objective."""
+
+    def end_step(self, step: int, carries: Sequence[Any]) -> None:
+        """Called once after each optimizer step with the ``carry`` of every chunk's
+        :class:`LossOutput`, in chunk order (a retried step's only). Default: nothing is carried."""
 
     # -- evaluation ------------------------------------------------------------------------------
     def normalize(self, images: Tensor) -> Tensor:

@@ -22,12 +22,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from batchaug.nn.outputs import split_output
+from batchaug.runtime.constants import device_constant
 
 
 def _channel_view(values: Sequence[float] | Tensor | None, like: Tensor, fill: float) -> Tensor:
     if values is None:
         return torch.full((1, like.shape[1]) + (1,) * (like.dim() - 2), fill, device=like.device, dtype=like.dtype)
-    t = torch.as_tensor(values, device=like.device, dtype=like.dtype).flatten()
+    if isinstance(values, Tensor):
+        t = values.to(like.device, like.dtype).flatten()
+    else:  # made once per device: a tensor from Python numbers is a blocking upload at every call
+        t = device_constant([float(v) for v in values], like.device, like.dtype)
     if t.numel() not in (1, like.shape[1]):
         raise ValueError(f"pgd_attack: {t.numel()} mean/std values for {like.shape[1]} channels")
     return t.expand(like.shape[1]).reshape((1, like.shape[1]) + (1,) * (like.dim() - 2))

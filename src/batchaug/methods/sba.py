@@ -176,7 +176,8 @@ class StochasticBatchAugmentation(Method):
     """SBA on any model: latent virtual samples at a random eligible layer on scheduled steps, KL soft labels.
 
     ``prepare_model`` must run first (the trainer does it); it resolves the eligible layers, checks each
-    on a tiny batch and attaches nothing permanent: the hooks exist only during augmented passes.
+    on a tiny batch and attaches the latent augmenter's hooks, which act only during augmented passes
+    (registered once, so that a compiled model sees them: :class:`~batchaug.nn.latent.LatentAugmenter`).
     """
 
     name = "sba"
@@ -190,11 +191,15 @@ class StochasticBatchAugmentation(Method):
         self.seed = int(options.seed) if options.seed is not None else torch.initial_seed()
         # Separate streams: the scheduler's (λ and k, on the CPU so they never wait for the device; the
         # same on every process, so all ranks augment the same steps) and the noise's (Σ, ε, masks, drawn
-        # where the features live; one per process, so ranks do not share noise).
+        # where the features live; one per process, so ranks do not share noise). Both are re-seeded from
+        # (seed, step) at every step: the draws of a step are a function of the step alone, so a resumed
+        # run, a retried step (the trainer's out-of-memory fallback) and a run moved to another device need
+        # no generator state (a CUDA generator's state cannot be loaded into a CPU one, nor back).
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        rank = torch.distributed.get_rank() if distributed else 0
-        self._sched_gen = torch.Generator().manual_seed(_stream_seed(self.seed, 0))
-        self._noise_gen = torch.Generator(device=context.device).manual_seed(_stream_seed(self.seed, 2 + rank))
+        self._rank = torch.distributed.get_rank() if distributed else 0
+        self._sched_gen = torch.Generator()
+        self._noise_gen = torch.Generator(device=context.device)
+        self._noise_gen.manual_seed(_stream_seed(self.seed, 2 + self._rank))
         self.latent: LatentAugmenter | None = None
         self.layer_shapes: dict[str, tuple[int, ...]] = {}
         self.augmented = False
@@ -231,6 +236,8 @@ class StochasticBatchAugmentation(Method):
             value = getattr(o, key)
             if value is not None and value not in layers:
                 raise ConfigError(f"method.{key}: {value!r} is not one of the SBA layers {layers}")
+        if self.latent is not None:  # prepared before: its hooks stay on that model otherwise
+            self.latent.remove()
         self.latent = LatentAugmenter(model, layers, gauss=o.num_gauss, drop_copies=o.num_dropout,
                                       sigma=o.sigma, tau=o.clip, drop=o.dropout_p)
         param = next(iter(model.parameters()), None)
@@ -264,9 +271,15 @@ class StochasticBatchAugmentation(Method):
 
     # -- one step ------------------------------------------------------------------------------
     def begin_step(self, step: int, epoch: int) -> None:
-        """Draw λ(t) (per step, or at the first step of each epoch) and the layer k."""
+        """Draw λ(t) (per step, or at the first step of each epoch) and the layer k; seed this step's noise.
+
+        A function of ``step`` (and, for ``granularity=epoch``, of the epoch's first step seen): calling
+        it again for the same step draws the same λ, k and noise."""
         layers = self.layers
-        # Both draws happen at every step whatever the options, so the stream never depends on them.
+        self._sched_gen.manual_seed(_step_seed(self.seed, 0, step))
+        self._noise_gen.manual_seed(_step_seed(self.seed, 2 + self._rank, step))
+        # Both draws happen at every step whatever the options, so the stream never depends on them
+        # (CPU tensors: reading them costs no device synchronization).
         u = torch.rand((), generator=self._sched_gen).item()
         k = int(torch.randint(len(layers), (), generator=self._sched_gen))
         if self.options.granularity == "step" or epoch != self._lambda_epoch:
@@ -370,19 +383,24 @@ class StochasticBatchAugmentation(Method):
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """The seed and the current step's draws: plain Python values, loadable on any device (the
+        generators are re-seeded per step, see ``__init__``)."""
         return {
-            "sched_rng": self._sched_gen.get_state(),
-            "noise_rng": self._noise_gen.get_state(),
+            "seed": self.seed,
             "augmented": bool(self.augmented),
             "layer": self.layer,
             "lambda_epoch": self._lambda_epoch,
         }
 
     def load_state_dict(self, state: Any) -> None:
+        """Restore :meth:`state_dict`. Checkpoints written before the per-step seeding also hold the
+        generators' states (``sched_rng``, ``noise_rng``: 16 bytes from a CUDA generator, 5,056 from a
+        CPU one); they are ignored, so such a run evaluates on any device, and a resumed one continues
+        with the per-step streams."""
         if not state:
             return
-        self._sched_gen.set_state(state["sched_rng"].cpu())
-        self._noise_gen.set_state(state["noise_rng"].cpu())
+        if "seed" in state:
+            self.seed = int(state["seed"])
         self.augmented = bool(state.get("augmented", False))
         self.layer = state.get("layer")
         self._lambda_epoch = state.get("lambda_epoch")
@@ -391,6 +409,11 @@ class StochasticBatchAugmentation(Method):
 def _stream_seed(seed: int, stream: int) -> int:
     """A distinct generator seed per (run seed, stream): scheduler 0, inference 1, noise of rank r 2 + r."""
     return (seed * 1_000_003 + stream) % (2**63)
+
+
+def _step_seed(seed: int, stream: int, step: int) -> int:
+    """The seed of ``stream`` at optimizer step ``step``."""
+    return (_stream_seed(seed, stream) * 2**32 + step) % (2**63)
 
 
 def _candidate_layers(model: nn.Module, limit: int = 4) -> str:

@@ -4,6 +4,10 @@
 so one method's optional dependencies never burden the others. Adding a method is one module that
 defines a :class:`~batchaug.methods.base.Method` subclass with an ``Options`` dataclass, and one line
 here (``docs/extending.md``).
+
+A name means one idea on every modality, with one implementation per modality: ``METHODS`` holds the
+image methods, ``TOKEN_METHODS`` those of token streams (language models), and a run's ``data.kind``
+says which table its ``method.name`` is looked up in (:mod:`batchaug.modality`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from batchaug.errors import ConfigError
+from batchaug.modality import IMAGES, TOKENS
 from batchaug.schema import build, to_dict
 
 if TYPE_CHECKING:
@@ -28,15 +33,32 @@ METHODS: dict[str, Any] = {
     "sba": "batchaug.methods.sba:StochasticBatchAugmentation",
     "splitbn": "batchaug.methods.splitbn:SplitBNMethod",
 }
+# name -> "module:Class" on token streams (data.kind ptb or text)
+TOKEN_METHODS: dict[str, str] = {
+    "baseline": "batchaug.methods.sequence:SequenceBaseline",
+    "ba": "batchaug.methods.sequence:SequenceBatchAugmentation",
+}
+REGISTRIES: dict[str, dict[str, str]] = {IMAGES: METHODS, TOKENS: TOKEN_METHODS}
 
-__all__ = ["METHODS", "MethodSpec", "declared_options", "get_method_class"]
+__all__ = ["METHODS", "REGISTRIES", "TOKEN_METHODS", "MethodSpec", "declared_options", "get_method_class"]
 
 
-def get_method_class(name: str) -> type[Method]:
-    """The Method subclass registered under ``name``; ConfigError listing the names otherwise."""
-    target = METHODS.get(name) if isinstance(name, str) else None
+def _registry(modality: str) -> dict[str, str]:
+    try:
+        return REGISTRIES[modality]
+    except KeyError:
+        raise ConfigError(f"unknown modality {modality!r}; known: {', '.join(REGISTRIES)}") from None
+
+
+def get_method_class(name: str, modality: str = IMAGES) -> type[Method]:
+    """The Method subclass registered under ``name`` for ``modality``; ConfigError listing the names otherwise."""
+    registry = _registry(modality)
+    target = registry.get(name) if isinstance(name, str) else None
     if target is None:
-        raise ConfigError(f"method.name: unknown method {name!r}; choose one of {', '.join(METHODS)}")
+        where = "" if modality == IMAGES else f" on {modality}"
+        others = [m for m, table in REGISTRIES.items() if m != modality and isinstance(name, str) and name in table]
+        hint = f" (it is a method for {others[0]}: check data.kind)" if others else ""
+        raise ConfigError(f"method.name: unknown method {name!r}{where}{hint}; choose one of {', '.join(registry)}")
     if isinstance(target, type):
         return target
     module_name, cls_name = target.split(":")
@@ -49,11 +71,11 @@ def get_method_class(name: str) -> type[Method]:
     return getattr(module, cls_name)
 
 
-def declared_options(name: Any) -> set[str] | None:
-    """The option names method ``name`` declares; None when there is no such method."""
-    if not isinstance(name, str) or name not in METHODS:
+def declared_options(name: Any, modality: str = IMAGES) -> set[str] | None:
+    """The option names method ``name`` declares on ``modality``; None when there is no such method."""
+    if not isinstance(name, str) or name not in REGISTRIES.get(modality, {}):
         return None
-    return {f.name for f in dataclasses.fields(get_method_class(name).Options)}
+    return {f.name for f in dataclasses.fields(get_method_class(name, modality).Options)}
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,17 +85,24 @@ class MethodSpec(Mapping[str, Any]):
 
     Build it with :meth:`from_config` (a mapping with ``name`` and options, as in YAML); make the
     method with :meth:`build`. It also reads like the mapping it was written as (``spec["m"]``,
-    ``spec == {"name": "ba", ...}``), for scripts that treat config sections as dicts.
+    ``spec == {"name": "ba", ...}``), for scripts that treat config sections as dicts. ``modality``
+    (``images`` or ``tokens``) is the table the name was looked up in; it follows from ``data.kind``
+    and is not written to ``config.yaml``.
     """
 
     name: str
     options: Any
+    modality: str = IMAGES
 
     @classmethod
-    def from_config(cls, raw: Any, prefix: str = "method") -> MethodSpec:
-        """Validate a ``method`` section (``None`` or ``{}``: the baseline with its defaults)."""
+    def from_config(cls, raw: Any, prefix: str = "method", modality: str | None = None) -> MethodSpec:
+        """Validate a ``method`` section (``None`` or ``{}``: the baseline with its defaults) as a method
+        of ``modality`` (images when None; a spec passed in keeps its own unless another is asked for)."""
         if isinstance(raw, MethodSpec):
-            return raw
+            if modality in (None, raw.modality):
+                return raw
+            raw = raw.to_dict()
+        modality = modality or IMAGES
         if raw is None:
             raw = {}
         if not isinstance(raw, Mapping):
@@ -82,16 +111,16 @@ class MethodSpec(Mapping[str, Any]):
         name = raw.pop("name", "baseline")
         if not isinstance(name, str):
             raise ConfigError(f"{prefix}.name: expected a string, got {name!r}")
-        method_class = get_method_class(name)
-        return cls(name, build(method_class.Options, raw, prefix))
+        method_class = get_method_class(name, modality)
+        return cls(name, build(method_class.Options, raw, prefix), modality)
 
     @classmethod
-    def default(cls) -> MethodSpec:
-        return cls.from_config({})
+    def default(cls, modality: str = IMAGES) -> MethodSpec:
+        return cls.from_config({}, modality=modality)
 
     @property
     def method_class(self) -> type[Method]:
-        return get_method_class(self.name)
+        return get_method_class(self.name, self.modality)
 
     def build(self, context: MethodContext) -> Method:
         """The method object for a run with ``context``."""
@@ -99,7 +128,7 @@ class MethodSpec(Mapping[str, Any]):
 
     def with_options(self, **changes: Any) -> MethodSpec:
         """A copy with some options changed, validated again."""
-        return MethodSpec.from_config({**self.to_dict(), **changes})
+        return MethodSpec.from_config({**self.to_dict(), **changes}, modality=self.modality)
 
     def to_dict(self) -> dict[str, Any]:
         """``{"name": ..., **options}`` in plain values, as written to ``config.yaml``."""

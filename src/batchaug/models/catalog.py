@@ -1,12 +1,14 @@
 """The built-in model zoo: one :class:`ModelSpec` per name, registered when ``batchaug.models`` loads.
 
-``published_params`` are the figures the sources print, for 10 classes (CIFAR models) or 1000 classes
-(ImageNet models); ``tests/test_models.py`` checks our counts against them.
+``published_params`` are the figures the sources print, for 10 classes (CIFAR models), 1000 classes
+(ImageNet models) or Penn Treebank's 10,000-word vocabulary (language models); ``tests/test_models.py``
+and ``tests/test_lstm.py`` check our counts against them.
 """
 
 from __future__ import annotations
 
 from batchaug.models.alexnet_cifar import alexnet_cifar
+from batchaug.models.awd_lstm import awd_lstm
 from batchaug.models.darts import GENOTYPES, darts_builder
 from batchaug.models.densenet_cifar import densenet_bc_100_12
 from batchaug.models.external import torchvision_model_spec
@@ -84,6 +86,12 @@ def _builtin_specs() -> list[ModelSpec]:
                                138_365_992, "Simonyan & Zisserman, ICLR 2015; " + _TV),
         torchvision_model_spec("mobilenet_v2", "mobilenet_v2", "torchvision MobileNet v2 (ImageNet)",
                                3_504_872, "Sandler et al., MobileNetV2, CVPR 2018; " + _TV),
+        ModelSpec(name="awd_lstm", builder=awd_lstm, family="text", input_size=None,
+                  description="AWD-LSTM word-level LM: 3 weight-dropped LSTM layers 1150 (last 400), tied 400-d "
+                  "embedding, locked/embedding dropout, AR/TAR",
+                  published_params=24_000_000, sba_layers=(),
+                  citation="Merity, Keskar & Socher, Regularizing and Optimizing LSTM Language Models, ICLR 2018 "
+                  "(arXiv:1708.02182; 24M parameters on PTB, Table 1)"),
     ]
     return specs
 

@@ -7,6 +7,10 @@ Three kinds of names resolve here:
 * ``tv:<name>`` for any torchvision classification model and ``timm:<name>`` for any timm model
   (resolved by :mod:`batchaug.models.external`).
 
+Image models (families ``cifar`` and ``imagenet``) map images to logits; language models (family
+``text``, e.g. ``awd_lstm``) map token ids to next-token logits and are built with ``num_classes`` =
+the vocabulary size (:mod:`batchaug.models.awd_lstm`).
+
 Nothing here ever downloads weights: the zoo builds randomly initialised networks only.
 """
 
@@ -23,7 +27,9 @@ from torch import nn
 from batchaug.errors import ConfigError
 from batchaug.models.wide_resnet import check_wrn_depth, wrn
 
-FAMILIES = ("cifar", "imagenet")
+FAMILIES = ("cifar", "imagenet", "text")
+"""``text``: language models over a vocabulary (``num_classes`` is its size)."""
+IMAGE_FAMILIES = ("cifar", "imagenet")
 _WRN_NAME = re.compile(r"wrn(\d+)_(\d+)")
 
 
@@ -34,12 +40,16 @@ class ModelSpec:
     Attributes:
         name: registry name, e.g. ``"resnet20"``.
         builder: called as ``builder(num_classes=..., **kwargs)``; returns an ``nn.Module`` whose forward
-            maps float ``(B, C, H, W)`` images to ``(B, num_classes)`` logits.
-        family: ``"cifar"`` (designed for 32x32 inputs) or ``"imagenet"`` (designed for 224x224).
-        input_size: the side length the architecture was designed for (32 or 224; 299 for Inception).
+            maps float ``(B, C, H, W)`` images to ``(B, num_classes)`` logits (image families), or
+            ``(N, L)`` token ids to an :class:`~batchaug.models.awd_lstm.LMOutput` (``text``).
+        family: ``"cifar"`` (designed for 32x32 inputs), ``"imagenet"`` (designed for 224x224) or
+            ``"text"`` (a language model; ``num_classes`` is the vocabulary size).
+        input_size: the side length the architecture was designed for (32 or 224; 299 for Inception);
+            None for language models.
         description: one line for ``batchaug models``.
         published_params: the parameter count the source publishes, for the family's usual number of
-            classes (10 for ``cifar``, 1000 for ``imagenet``); ``None`` when there is no published figure.
+            classes (10 for ``cifar``, 1000 for ``imagenet``, a 10,000-word vocabulary (Penn Treebank's) for
+            ``text``); ``None`` when there is no published figure.
         sba_layers: default layers where Stochastic Batch Augmentation may inject virtual samples: keys of
             ``model.named_modules()`` whose output is a ``(B, Q)`` feature vector.
         citation: where the architecture (and the parameter count) comes from.
@@ -48,7 +58,7 @@ class ModelSpec:
     name: str
     builder: Callable[..., nn.Module]
     family: str
-    input_size: int
+    input_size: int | None
     description: str
     published_params: int | None
     sba_layers: tuple[str, ...]
@@ -59,7 +69,11 @@ class ModelSpec:
             raise ConfigError(f"model name must be a non-empty string, got {self.name!r}")
         if self.family not in FAMILIES:
             raise ConfigError(f"model {self.name!r}: family must be one of {FAMILIES}, got {self.family!r}")
-        if not isinstance(self.input_size, int) or self.input_size < 1:
+        if self.family == "text":
+            if self.input_size is not None:
+                raise ConfigError(f"model {self.name!r}: a language model has no input_size (None), "
+                                  f"got {self.input_size!r}")
+        elif isinstance(self.input_size, bool) or not isinstance(self.input_size, int) or self.input_size < 1:
             raise ConfigError(f"model {self.name!r}: input_size must be a positive int, got {self.input_size!r}")
         if self.published_params is not None and self.published_params < 1:
             raise ConfigError(f"model {self.name!r}: published_params must be positive or None")
@@ -164,7 +178,8 @@ def build_model(name: str, num_classes: int = 10, **kwargs: object) -> nn.Module
 
 
 def list_models(include_timm: bool = False) -> list[ModelSpec]:
-    """The registered models, in registration order; with ``include_timm`` also every ``timm:<name>``.
+    """The registered models (image and language models), in registration order; with ``include_timm``
+    also every ``timm:<name>``.
 
     ``tv:<name>`` models are not listed (any torchvision classification model is accepted).
 
@@ -185,5 +200,6 @@ def count_params(model: nn.Module) -> int:
 
 
 __all__ = [
-    "FAMILIES", "ModelSpec", "build_model", "count_params", "get_spec", "list_models", "register_model",
+    "FAMILIES", "IMAGE_FAMILIES", "ModelSpec", "build_model", "count_params", "get_spec", "list_models",
+    "register_model",
 ]

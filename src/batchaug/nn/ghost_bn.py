@@ -72,7 +72,8 @@ class _GhostBatchNorm(_BatchNorm):
     @torch.no_grad()
     def _update_running(self, mean: Tensor, unbiased_var: Tensor) -> None:
         self.num_batches_tracked.add_(1)
-        momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        momentum: float | Tensor = self.momentum if self.momentum is not None else \
+            (1.0 / self.num_batches_tracked).to(self.running_mean.dtype)  # cumulative average, kept on the device
         self.running_mean.lerp_(mean.to(self.running_mean.dtype), momentum)
         self.running_var.lerp_(unbiased_var.to(self.running_var.dtype), momentum)
 

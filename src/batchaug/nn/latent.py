@@ -127,6 +127,13 @@ def make_virtual(x: Tensor, gauss: int, drop_copies: int, *, sigma: float, tau: 
     ])
 
 
+def _eager(fn: Callable) -> Callable:
+    """``fn`` excluded from ``torch.compile`` (traced around, run eagerly): its decisions read Python
+    state that changes between calls, and it draws from explicit generators, which dynamo cannot trace."""
+    disable = getattr(torch.compiler, "disable", None) or torch._dynamo.disable
+    return disable(fn)
+
+
 def split_virtual(out: Tensor, batch_size: int, m: int) -> tuple[Tensor, Tensor]:
     """Undo the row order of an augmented pass: ``(B·(1+M), ...)`` -> raw ``(B, ...)``, virtual ``(B, M, ...)``."""
     if out.shape[0] != batch_size * (1 + m):
@@ -176,6 +183,15 @@ class LatentAugmenter:
         self.sigma, self.tau, self.drop = float(sigma), float(tau), float(drop)
         self._calls = 0
         self._current: str | None = None
+        self._generator: torch.Generator | None = None
+        # The hooks are registered once and stay: they do nothing unless `active` names their layer.
+        # Adding and removing hooks per step would be invisible to torch.compile, which does not guard on
+        # module hooks (torch._dynamo.config.skip_nnmodule_hook_guards): a compiled model would keep
+        # running the graph traced with the hooks of an earlier step. The hooks are excluded from
+        # compilation (one graph break at each eligible layer), so the check runs eagerly every time.
+        self._handles: list[RemovableHandle] = [model.register_forward_pre_hook(_eager(self._reset))]
+        self._handles += [module.register_forward_hook(_eager(self._make_hook(name)))
+                          for name, module in self._modules.items()]
 
     @property
     def m(self) -> int:
@@ -186,30 +202,33 @@ class LatentAugmenter:
     def active(self, layer: str, generator: torch.Generator | None = None) -> Iterator[LatentAugmenter]:
         """Within the block, every forward pass of the model adds the virtual copies at ``layer``.
 
-        The hooks exist only inside the block, so ordinary passes pay nothing. ``generator`` (on the
-        features' device) drives Σ, ε and the masks.
+        Outside it the hooks return at once (a Python call per eligible layer and pass). ``generator``
+        (on the features' device) drives Σ, ε and the masks.
         """
         if layer not in self._modules:
             raise ConfigError(f"layer {layer!r} is not one of the eligible layers {list(self.layers)}")
         if self._current is not None:
             raise RuntimeError(f"latent augmentation is already active at {self._current!r}")
-        handles: list[RemovableHandle] = [
-            self.model.register_forward_pre_hook(self._reset),
-            self._modules[layer].register_forward_hook(self._make_hook(layer, generator)),
-        ]
-        self._current = layer
+        self._current, self._generator = layer, generator
         try:
             yield self
         finally:
-            for handle in handles:
-                handle.remove()
-            self._current = None
+            self._current, self._generator = None, None
+
+    def remove(self) -> None:
+        """Detach the hooks from the model for good (the augmenter is unusable afterwards)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
 
     def _reset(self, module: nn.Module, args: object) -> None:
         self._calls = 0
 
-    def _make_hook(self, layer: str, generator: torch.Generator | None) -> Callable[[nn.Module, object, object], Tensor]:
-        def hook(module: nn.Module, args: object, output: object) -> Tensor:
+    def _make_hook(self, layer: str) -> Callable[[nn.Module, object, object], Tensor | None]:
+        def hook(module: nn.Module, args: object, output: object) -> Tensor | None:
+            if self._current != layer:
+                return None
+            generator = self._generator
             self._calls += 1
             if self._calls > 1:
                 raise RuntimeError(f"layer {layer!r} ran more than once in one forward pass; latent augmentation "

@@ -9,12 +9,14 @@ exports with a plain model.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
-__all__ = ["clean_state_dict", "unwrap"]
+__all__ = ["clean_state_dict", "swapped_weights", "unwrap"]
 
 _PREFIXES = ("module.", "_orig_mod.")
 
@@ -40,3 +42,22 @@ def clean_state_dict(state: Mapping[str, Any]) -> dict[str, Any]:
             key = key.split(".", 1)[1]
         out[key] = value
     return out
+
+
+@contextlib.contextmanager
+def swapped_weights(model: nn.Module, weights: Mapping[str, Tensor]) -> Iterator[nn.Module]:
+    """Copy ``weights`` (a state dict of the plain model) into ``model`` in place for the ``with``
+    block, then put the model's own values back; works through DDP and ``torch.compile``."""
+    live = unwrap(model).state_dict()
+    missing = sorted(set(live) - set(weights))
+    if missing:
+        raise KeyError(f"the averaged weights lack {missing[:3]}")
+    with torch.no_grad():
+        backup = {k: v.detach().clone() for k, v in live.items()}
+        for k, v in live.items():
+            v.copy_(weights[k])
+        try:
+            yield model
+        finally:
+            for k, v in live.items():
+                v.copy_(backup[k])

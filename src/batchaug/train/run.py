@@ -1,4 +1,9 @@
-"""From a resolved config to a finished run directory: data, model, method, optimizer, trainer."""
+"""From a resolved config to a finished run directory: data, model, method, optimizer, trainer.
+
+Image runs are assembled here; language-model runs (``data.kind`` ``ptb``/``text``) in
+:mod:`batchaug.train.lm_run`. Both end in the same :class:`~batchaug.train.trainer.Trainer` and the
+same run directory.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import math
 import re
 import statistics
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +24,11 @@ from torch import nn
 from batchaug.config import RunConfig, dump_config, load_yaml, resolve_config
 from batchaug.errors import ConfigError
 from batchaug.methods import Method, MethodContext, Regime, build_method
+from batchaug.modality import IMAGES
 from batchaug.nn.wrappers import unwrap
 from batchaug.train import distributed as dist_utils
 from batchaug.train.callbacks import build_callbacks
+from batchaug.train.determinism import configure_determinism
 from batchaug.train.metrics_log import read_metrics
 from batchaug.train.optim import LRSchedule, build_optimizer
 from batchaug.train.trainer import Trainer, TrainerSettings
@@ -184,9 +192,14 @@ class PreparedRun:
     trainer: Trainer
     method: Method
     model: nn.Module
-    data: RunData
+    data: Any
+    """:class:`RunData` for image runs; the corpus (:class:`~batchaug.data.ptb.Corpus`) for language models."""
     device: torch.device
     plan: RunPlan | None = None
+    describe: Callable[[], str] | None = None
+    """The start-up header, where :func:`describe_run`'s image header does not fit."""
+    finish: Callable[[Path], None] | None = None
+    """Run after training on the main process, before ``summary.json`` (e.g. a language model's test perplexity)."""
 
 
 @dataclass(frozen=True)
@@ -202,7 +215,8 @@ class RunPlan:
     """Length of the learning-rate regime in epochs (compressed into ``total_steps``)."""
     milestones: tuple[float, ...]
     lr: float
-    eval_every: int
+    eval_every: int | None
+    """None: evaluate at the end of every epoch (language models, whose epochs vary in steps)."""
 
 
 def plan_run(cfg: RunConfig, regime: Regime, num_train: int, world: int = 1) -> RunPlan:
@@ -255,19 +269,10 @@ def wrap_model(cfg: RunConfig, method: Method, model: nn.Module, device: torch.d
         device_ids = [device.index] if device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     if t.compile:
-        model = _compile(model, t.compile)
+        from batchaug.train.compiling import compile_model
+
+        model = compile_model(model, t.compile)
     return model
-
-
-def _compile(model: nn.Module, how: bool | str) -> nn.Module:
-    """``torch.compile`` with the default backend (``True``) or the named one."""
-    if how is True:
-        return torch.compile(model)
-    try:
-        return torch.compile(model, backend=how)
-    except Exception as exc:  # an unknown backend name raises a backend-specific error type
-        raise ConfigError(f"train.compile: {how!r} is not a torch.compile backend here ({exc}); use true, false "
-                          "or a name from torch._dynamo.list_backends()") from exc
 
 
 def prepare_run(cfg: RunConfig, out_dir: str | Path | None, *, resume: bool = False) -> PreparedRun:
@@ -275,9 +280,12 @@ def prepare_run(cfg: RunConfig, out_dir: str | Path | None, *, resume: bool = Fa
     t = cfg.train
     device = resolve_device(t.device)
     distributed = dist_utils.init_from_env(device)
+    configure_determinism(t.deterministic)
     torch.manual_seed(cfg.seed)
-    if t.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    if cfg.modality != IMAGES:
+        from batchaug.train.lm_run import prepare_lm_run
+
+        return prepare_lm_run(cfg, out_dir, device, distributed, resume=resume)
     data = load_run_data(cfg, device)
     context = MethodContext(num_classes=cfg.model.num_classes or len(data.classes), image_size=data.image_size,
                             mean=data.mean, std=data.std, device=device,
@@ -302,21 +310,24 @@ def prepare_run(cfg: RunConfig, out_dir: str | Path | None, *, resume: bool = Fa
                       test_images=data.test_images, test_targets=data.test_targets)
     if resume:
         ckpt = trainer.load_state(Path(out_dir) / "last.pt")
-        _warn_if_schedule_changed(ckpt.get("config"), cfg, plan, trainer.state.step, len(data.train_images))
+        num_train, world = len(data.train_images), dist_utils.world_size()
+        warn_if_schedule_changed(ckpt.get("config"), cfg, plan, trainer.state.step,
+                                 lambda c: plan_run(c, build_method_regime(c), num_train, world))
     return PreparedRun(cfg, trainer, method, model, data, device, plan)
 
 
 _SCHEDULE_KEYS = ("train.epochs", "train.max_steps", "train.batch_size", "optim", "method")
 
 
-def _warn_if_schedule_changed(saved: dict[str, Any] | None, cfg: RunConfig, plan: RunPlan, step: int,
-                              num_train: int) -> None:
-    """A resume whose config moves the learning rate at the resume step makes a different run: say so."""
+def warn_if_schedule_changed(saved: dict[str, Any] | None, cfg: RunConfig, plan: RunPlan, step: int,
+                             replan: Callable[[RunConfig], RunPlan]) -> None:
+    """A resume whose config moves the learning rate at the resume step makes a different run: say so.
+    ``replan`` plans a config on this run's data (to compare the saved config's plan with ``plan``)."""
     if not saved:
         return
     try:
         old_cfg = resolve_config(saved)
-        old_plan = plan_run(old_cfg, build_method_regime(old_cfg), num_train, dist_utils.world_size())
+        old_plan = replan(old_cfg)
     except ConfigError:
         return  # a config this version cannot read; the resume itself reports real problems
     old_lr, new_lr = schedule_of(old_cfg, old_plan)(step), schedule_of(cfg, plan)(step)
@@ -369,6 +380,8 @@ def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False) -> d
         if dist_utils.is_main():
             print(describe_run(run), flush=True)
         run.trainer.fit()
+        if run.finish is not None and dist_utils.is_main():
+            run.finish(out)
         summary = summarize(out)
         if dist_utils.is_main():
             (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -384,6 +397,8 @@ def describe_run(run: PreparedRun) -> str:
     """The start-up header: what is about to be trained, on what, for how long."""
     from batchaug.models import count_params
 
+    if run.describe is not None:
+        return run.describe()
     cfg, plan, method, data = run.cfg, run.plan, run.method, run.data
     assert plan is not None
     views = method.views_per_sample
@@ -431,10 +446,18 @@ def summarize(run_dir: str | Path) -> dict[str, Any]:
     ``data.val_from_train``), the ``val`` figures are copied under ``test`` names, and ``selected_on``
     says that ``best.pt`` (``best_val_acc``) was chosen on it. With a held-out validation set,
     ``test_acc_at_best_val`` is the test accuracy of the evaluation that ``best.pt`` saved.
+
+    Language models (evaluation lines with ``val_ppl``) also get the final and best (lowest) ``val_ppl``
+    and the test perplexity that ``eval/perplexity.json`` holds; their accuracy keys are None.
     """
     records = read_metrics(run_dir)
     if not records:
         return {}
+    extra: dict[str, Any] = {}
+    ppls = [r["val_ppl"] for r in records if r.get("val_ppl") is not None]
+    if ppls:
+        extra = {"final_val_ppl": records[-1].get("val_ppl"), "best_val_ppl": min(ppls)}
+        extra.update(_test_perplexity(Path(run_dir)))
     last = records[-1]
     final_epoch = last["epoch"]
     keys = sorted({k for r in records for k in r if _ACC_KEY.match(k)}, key=lambda k: (not k.startswith("val"), k))
@@ -449,7 +472,9 @@ def summarize(run_dir: str | Path) -> dict[str, Any]:
         summary[f"final_{key}"] = last.get(key)
         summary[f"median_last5_{key}"] = statistics.median(tail) if tail else None
     held_out = _held_out(run_dir)
-    if held_out:
+    if ppls:
+        summary["selected_on"] = "the valid split (a language model reports its test split in test_ppl)"
+    elif held_out:
         summary["selected_on"] = f"{held_out} training images held out (data.val_from_train)"
         best = max((r for r in records if r.get("val_acc") is not None), key=lambda r: r["val_acc"], default=None)
         summary["test_acc_at_best_val"] = best.get("test_acc") if best else None
@@ -467,6 +492,7 @@ def summarize(run_dir: str | Path) -> dict[str, Any]:
         "wall_time": last.get("wall_time"),
         "views_per_s": statistics.median(speeds) if speeds else None,
         "images_per_s": (last["images_seen"] / last["wall_time"]) if last.get("wall_time") else None,
+        **extra,
     })
     return summary
 
@@ -482,3 +508,13 @@ def _held_out(run_dir: str | Path) -> int | None:
         return None
     data = raw.get("data") if isinstance(raw, dict) else None
     return data.get("val_from_train") if isinstance(data, dict) else None
+
+
+def _test_perplexity(run_dir: Path) -> dict[str, Any]:
+    """``test_ppl``/``test_loss`` from ``eval/perplexity.json`` (None when it was not computed)."""
+    path = run_dir / "eval" / "perplexity.json"
+    try:
+        test = json.loads(path.read_text())["modes"]["plain"]["test"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"test_ppl": None, "test_loss": None}
+    return {"test_ppl": test.get("ppl"), "test_loss": test.get("loss")}

@@ -1,11 +1,13 @@
 """The method-agnostic training loop.
 
 The trainer owns the step: learning rate, micro-batching, mixed precision, gradient norm, optimizer
-step, evaluation, checkpoints and ``metrics.jsonl``. What a batch becomes and what the loss is belong
-to the :class:`~batchaug.methods.base.Method`; which samples a step sees to the batch source
-(:class:`~batchaug.data.batches.StepBatches`); everything else around the loop (clipping, weight
-averages, step lines, loggers) to :mod:`callbacks <batchaug.train.callbacks>`. The trainer never
-names a method or a callback.
+step, evaluation, checkpoints and ``metrics.jsonl``. What a batch becomes, what the loss is and what a
+step carries to the next belong to the :class:`~batchaug.methods.base.Method`; which samples a step
+sees to the batch source (:class:`~batchaug.data.batches.StepBatches` for images,
+:class:`~batchaug.data.token_batches.TokenBatches` for token streams); what validation measures and
+which number picks ``best.pt`` to the validation (:mod:`batchaug.train.validation`); everything else
+around the loop (clipping, weight averages, step lines, loggers) to
+:mod:`callbacks <batchaug.train.callbacks>`. The trainer never names a method, a modality or a callback.
 
 Reproducibility: the order of samples in epoch ``e`` is a permutation drawn from a generator seeded by
 ``(seed, e)``, and the augmentation generator is re-seeded from ``(seed, step)`` at every step, so a
@@ -24,18 +26,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from batchaug.data.batches import EpochBatchSampler, StepBatches
 from batchaug.methods.base import Method
-from batchaug.nn.wrappers import clean_state_dict, unwrap
+from batchaug.nn.wrappers import clean_state_dict, swapped_weights, unwrap
+from batchaug.runtime.memory import is_out_of_memory, release_cached_memory
 from batchaug.train import distributed as dist_utils
 from batchaug.train.callbacks.base import Callback
 from batchaug.train.checkpoint import load_checkpoint, save_checkpoint
 from batchaug.train.metrics_log import IntervalMeter, MetricsWriter
 from batchaug.train.optim import LRSchedule
+from batchaug.train.step_guard import StepSnapshot
+from batchaug.train.validation import ClassificationValidation, Validation, is_better
 
 _SEED_STRIDE = 1_000_003  # a prime, so (seed, index) pairs map to distinct generator seeds
 
@@ -43,7 +47,7 @@ _SEED_STRIDE = 1_000_003  # a prime, so (seed, index) pairs map to distinct gene
 @dataclass
 class TrainState:
     step: int = 0
-    best_acc: float = -1.0
+    best: float | None = None  # best value of the validation's selection key so far
     elapsed: float = 0.0  # wall seconds of training in earlier (resumed-from) processes
 
 
@@ -54,7 +58,8 @@ class TrainerSettings:
     batch_size: int
     total_steps: int
     steps_per_epoch: int
-    eval_every: int
+    eval_every: int | None
+    """Steps between evaluations; None: at the end of every epoch (as the batch source counts them)."""
     seed: int = 0
     micro_batch: int | None = None
     amp: str = "none"
@@ -68,19 +73,23 @@ class Trainer:
     ``train_images``/``val_images`` are uint8 (N, C, H, W) tensors, normally already on ``device``
     (kept there for the whole run: the fast path of the design); ``train_images`` may instead be a
     map-style Dataset of ``(uint8 (C, H, W), target)`` (``train_targets=None``) streamed through
-    ``num_workers`` DataLoader workers. The validation set selects ``best.pt``; an optional test set
-    (``test_images``/``test_targets``) is evaluated beside it at every evaluation (``test_*`` keys) and
-    never used for selection. ``out_dir`` receives ``metrics.jsonl``, ``last.pt`` and ``best.pt``;
-    ``callbacks`` are called at the points :class:`~batchaug.train.callbacks.Callback` lists.
+    ``num_workers`` DataLoader workers. Other data comes as a ready batch source (``batches``, e.g.
+    :class:`~batchaug.data.token_batches.TokenBatches`) and a ``validation``
+    (:mod:`batchaug.train.validation`); the image arguments are then None. The validation selects
+    ``best.pt``; an optional test set (``test_images``/``test_targets``) is evaluated beside it at every
+    evaluation (``test_*`` keys) and never used for selection. ``out_dir`` receives ``metrics.jsonl``,
+    ``last.pt`` and ``best.pt``; ``callbacks`` are called at the points
+    :class:`~batchaug.train.callbacks.Callback` lists.
     """
 
     def __init__(self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer, schedule: LRSchedule,
-                 settings: TrainerSettings, train_images: Tensor | Dataset, train_targets: Tensor | None,
-                 val_images: Tensor,
-                 val_targets: Tensor, device: torch.device, out_dir: str | Path | None = None,
+                 settings: TrainerSettings, train_images: Tensor | Dataset | None, train_targets: Tensor | None,
+                 val_images: Tensor | None,
+                 val_targets: Tensor | None, device: torch.device, out_dir: str | Path | None = None,
                  extra_checkpoint: dict[str, Any] | None = None, callbacks: Sequence[Callback] = (),
                  num_workers: int = 4, test_images: Tensor | None = None,
-                 test_targets: Tensor | None = None) -> None:
+                 test_targets: Tensor | None = None, *, batches: Any = None,
+                 validation: Validation | None = None) -> None:
         self.model = model
         self.method = method
         self.optimizer = optimizer
@@ -90,16 +99,31 @@ class Trainer:
         self.rank = dist_utils.rank()
         self.is_main = dist_utils.is_main()
         self.device = device
-        num_train = len(train_images) if not isinstance(train_images, Tensor) else int(train_images.shape[0])
-        self.sampler = EpochBatchSampler(num_train, settings.batch_size, settings.seed, world=self.world,
-                                         rank=self.rank)
-        if self.sampler.steps_per_epoch != settings.steps_per_epoch:
-            raise ValueError(f"settings.steps_per_epoch={settings.steps_per_epoch} disagrees with "
-                             f"{num_train} samples in batches of {settings.batch_size}")
-        self.batches = StepBatches(train_images, train_targets, self.sampler, device, num_workers=num_workers)
-        self.val_images, self.val_targets = val_images, val_targets
+        if batches is None:
+            if train_images is None or val_images is None or val_targets is None:
+                raise ValueError("Trainer: give train/val images and targets, or a batch source and a validation")
+            num_train = len(train_images) if not isinstance(train_images, Tensor) else int(train_images.shape[0])
+            self.sampler: EpochBatchSampler | None = EpochBatchSampler(num_train, settings.batch_size, settings.seed,
+                                                                       world=self.world, rank=self.rank)
+            if self.sampler.steps_per_epoch != settings.steps_per_epoch:
+                raise ValueError(f"settings.steps_per_epoch={settings.steps_per_epoch} disagrees with "
+                                 f"{num_train} samples in batches of {settings.batch_size}")
+            batches = StepBatches(train_images, train_targets, self.sampler, device, num_workers=num_workers)
+        else:
+            self.sampler = getattr(batches, "sampler", None)
+            if batches.steps_per_epoch != settings.steps_per_epoch:
+                raise ValueError(f"settings.steps_per_epoch={settings.steps_per_epoch} disagrees with the batch "
+                                 f"source's {batches.steps_per_epoch} steps per epoch")
+        self.batches = batches
         if (test_images is None) != (test_targets is None):
             raise ValueError("give both test_images and test_targets, or neither")
+        if validation is None:
+            if val_images is None or val_targets is None:
+                raise ValueError("Trainer: give validation images and targets, or a validation")
+            validation = ClassificationValidation(val_images, val_targets, settings.eval_batch_size,
+                                                  test_images=test_images, test_targets=test_targets)
+        self.validation = validation
+        self.val_images, self.val_targets = val_images, val_targets
         self.test_images, self.test_targets = test_images, test_targets
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.extra_checkpoint = extra_checkpoint or {}
@@ -117,6 +141,7 @@ class Trainer:
             self.writer = MetricsWriter(self.out_dir / "metrics.jsonl")
         self.history: list[dict[str, Any]] = []
         self._aug_gen = torch.Generator(device=device)
+        self._snapshot = StepSnapshot(model, device)
         self._wall_start = time.perf_counter()
 
     @property
@@ -149,43 +174,75 @@ class Trainer:
 
         ``images``/``targets`` are the step's uint8 batch; fetched from memory when not given.
         """
-        epoch = step // self.s.steps_per_epoch
+        epoch = self.batches.epoch_of(step)
         lr = self.schedule(step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        self.method.begin_step(step, epoch)
         if images is None or targets is None:
             images, targets = self._fetch(step)
-        self._aug_gen.manual_seed((self.s.seed * _SEED_STRIDE + step) * 2 + 1)
-        batch = self.method.make_batch(images, targets, self._aug_gen)
+        batch, out = self._guarded_step(step, epoch, images, targets)
+        if batch.lr_scale != 1.0:  # the window's length (language models) scales this step's learning rate
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr * batch.lr_scale
         views = batch.num_samples * self.method.views_per_sample  # network inputs (split BN: weak + strong)
-        if self.s.micro_batch:
-            self.n_chunks = max(self.n_chunks, math.ceil(views / self.s.micro_batch))
-        while True:
-            try:
-                out = self._forward_backward(batch)
-                break
-            except torch.OutOfMemoryError:
-                # Fall back to micro-batching: same step, same update, BN statistics per chunk.
-                if self.n_chunks >= batch.num_samples:
-                    raise
-                self.optimizer.zero_grad(set_to_none=True)
-                self.n_chunks = min(batch.num_samples, self.n_chunks * 2)
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                print(f"batchaug: out of memory at step {step}; micro-batching into {self.n_chunks} chunks")
         self.scaler.unscale_(self.optimizer)
         grad_norm = _grad_norm(self.model)
         for cb in self.callbacks:
             cb.on_before_optimizer_step(self, grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.method.end_step(step, out.pop("carries"))
         out["grad_norm"] = grad_norm
         out["lr"] = lr
         out["views"] = views
         out["samples"] = batch.num_samples
         return out
+
+    def _attempt(self, step: int, epoch: int, images: Tensor, targets: Tensor) -> tuple[Any, dict[str, Any]]:
+        """The step up to its gradients: the method's draws, the views, forward and backward."""
+        self.method.begin_step(step, epoch)
+        self._aug_gen.manual_seed((self.s.seed * _SEED_STRIDE + step) * 2 + 1)
+        try:
+            batch = self.method.make_batch(images, targets, self._aug_gen)
+        except RuntimeError as exc:
+            if is_out_of_memory(exc):
+                raise _ViewsOutOfMemory(step, int(targets.shape[0]), self.method.views_per_sample) from exc
+            raise
+        views = batch.num_samples * self.method.views_per_sample
+        if self.s.micro_batch:
+            self.n_chunks = max(self.n_chunks, math.ceil(views / self.s.micro_batch))
+        return batch, self._forward_backward(batch)
+
+    def _guarded_step(self, step: int, epoch: int, images: Tensor, targets: Tensor) -> tuple[Any, dict[str, Any]]:
+        """:meth:`_attempt`, retried after an out-of-memory error in twice as many micro-batches (or, when
+        making the views ran out, once as it was), each retry from the state the step started in
+        (:class:`~batchaug.train.step_guard.StepSnapshot`): same views, same method draws, same BN
+        running statistics; the update differs from the unchunked one only by per-chunk BN batch
+        statistics (and per-chunk dropout masks)."""
+        samples = int(targets.shape[0])  # images may be a token window: the targets count the samples
+        self._snapshot.save(self.method)
+        views_retried = False
+        while True:
+            try:
+                return self._attempt(step, epoch, images, targets)
+            except RuntimeError as exc:  # torch.OutOfMemoryError and cuBLAS/cuDNN allocation failures
+                if not is_out_of_memory(exc):
+                    raise
+                if isinstance(exc, _ViewsOutOfMemory):
+                    if views_retried:
+                        raise
+                    views_retried = True
+                elif self.n_chunks >= samples:
+                    raise
+                else:
+                    self.n_chunks = min(samples, self.n_chunks * 2)
+            # Out of the except block: the failed attempt's frames, and with them its autograd graph, are
+            # released only now, so the cache can give their memory back.
+            self.optimizer.zero_grad(set_to_none=True)
+            self._snapshot.restore(self.method)
+            release_cached_memory(self.device)
+            print(f"batchaug: out of memory at step {step}; retrying in {self.n_chunks} micro-batches", flush=True)
 
     def _forward_backward(self, batch) -> dict[str, Any]:
         self.optimizer.zero_grad(set_to_none=True)
@@ -194,6 +251,7 @@ class Trainer:
         correct = torch.zeros((), device=self.device)
         counted = 0
         metric_sums: dict[str, Any] = {}
+        carries: list[Any] = []
         chunks = list(batch.chunks(self.n_chunks))
         for i, chunk in enumerate(chunks):
             weight = chunk.num_samples / total
@@ -211,43 +269,33 @@ class Trainer:
             for k, v in out.metrics.items():
                 v = v.detach().float() if isinstance(v, Tensor) else float(v)
                 metric_sums[k] = metric_sums.get(k, 0.0) + v * weight
-        return {"loss": loss_sum, "correct": correct, "counted": counted, "metrics": metric_sums}
+            carries.append(out.carry)
+        return {"loss": loss_sum, "correct": correct, "counted": counted, "metrics": metric_sums, "carries": carries}
 
     # ------------------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, *, test: bool = True) -> dict[str, float]:
-        """Loss and accuracy of ``method.predict`` on the validation set (``val_loss``, ``val_acc``) and of
-        each of ``method.extra_val_predictions()`` (``val_loss_<name>``, ``val_acc_<name>``); with a test
-        set (and ``test``), the same on it as ``test_*``. Sharded across ranks when distributed."""
+        """The validation's figures for the model's current weights (e.g. ``val_loss`` and ``val_acc`` of
+        ``method.predict`` and of each of ``method.extra_val_predictions()``; with a test set, and
+        ``test``, the same on it as ``test_*``); sharded across ranks when distributed."""
         self.model.eval()
-        predictors = {"": self.method.predict}
-        predictors.update({f"_{name}": fn for name, fn in self.method.extra_val_predictions().items()})
-        out = self._evaluate_set(self.val_images, self.val_targets, "val", predictors)
-        if test and self.test_images is not None and self.test_targets is not None:
-            out.update(self._evaluate_set(self.test_images, self.test_targets, "test", predictors))
-        return out
+        return self.validation(self.model, self.method, device=self.device, autocast=self._autocast, test=test)
 
-    def _evaluate_set(self, images_all: Tensor, targets_all: Tensor, prefix: str,
-                      predictors: dict[str, Any]) -> dict[str, float]:
-        n = images_all.shape[0]
-        shard = torch.arange(self.rank, n, self.world)
-        # one row of (loss sum, correct count) per predictor, summed on the device and read once
-        sums = torch.zeros(len(predictors), 2, device=self.device, dtype=torch.float64)
-        for lo in range(0, shard.numel(), self.s.eval_batch_size):
-            idx = shard[lo:lo + self.s.eval_batch_size].to(images_all.device)
-            images = images_all.index_select(0, idx).to(self.device, non_blocking=True)
-            targets = targets_all.index_select(0, idx).to(self.device, non_blocking=True)
-            for i, predict in enumerate(predictors.values()):
-                with self._autocast():
-                    logits = predict(self.model, images)
-                sums[i, 0] += F.cross_entropy(logits.float(), targets, reduction="sum").double()
-                sums[i, 1] += (logits.argmax(-1) == targets).sum().double()
-        stats = dist_utils.all_reduce_sum(sums.flatten()).view(-1, 2).tolist()
-        out = {}
-        for suffix, (loss, correct) in zip(predictors, stats, strict=True):
-            out[f"{prefix}_loss{suffix}"] = loss / max(n, 1)
-            out[f"{prefix}_acc{suffix}"] = correct / max(n, 1)
-        return out
+    def eval_weights(self) -> dict[str, Tensor] | None:
+        """The weights that stand for the model in validation, ``best.pt`` and ``batchaug eval``: the first
+        a callback offers (e.g. NT-ASGD's average once it runs), else None (the model's own)."""
+        for cb in self.callbacks:
+            weights = cb.eval_weights(self)
+            if weights is not None:
+                return weights
+        return None
+
+    def _validate(self) -> dict[str, float]:
+        weights = self.eval_weights()
+        if weights is None:
+            return self.evaluate()
+        with swapped_weights(self.model, weights):
+            return self.evaluate()
 
     # ------------------------------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> dict[str, Any]:
@@ -258,15 +306,19 @@ class Trainer:
             "method": self.method.state_dict(),
             "meter": self.meter.state_dict(),
             "callbacks": {cb.name or type(cb).__name__: cb.state_dict() for cb in self.callbacks},
-            "batches": self.sampler.state_dict(),
+            "batches": self.batches.state_dict(),
             "step": self.state.step,
-            "best_acc": self.state.best_acc,
+            "best": self.state.best,
+            "best_key": self.validation.selection[0],
             "elapsed": self.state.elapsed,
             "n_chunks": self.n_chunks,
             "torch_rng": torch.get_rng_state(),
         }
         if torch.cuda.is_available() and self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        eval_weights = self.eval_weights()
+        if eval_weights is not None:
+            state["eval_model"] = eval_weights
         state.update(self.extra_checkpoint)
         return state
 
@@ -279,12 +331,11 @@ class Trainer:
         self.method.load_state_dict(ckpt.get("method", {}))
         self.meter.load_state_dict(ckpt.get("meter", {}))
         if "batches" in ckpt:
-            self.sampler.check_state(ckpt["batches"])
+            self.batches.check_state(ckpt["batches"])
         saved = ckpt.get("callbacks", {})
         for cb in self.callbacks:
             cb.load_state_dict(saved.get(cb.name or type(cb).__name__, {}))
-        self.state = TrainState(step=int(ckpt["step"]), best_acc=float(ckpt["best_acc"]),
-                                elapsed=float(ckpt.get("elapsed", 0.0)))
+        self.state = TrainState(step=int(ckpt["step"]), best=_saved_best(ckpt), elapsed=float(ckpt.get("elapsed", 0.0)))
         self.n_chunks = int(ckpt.get("n_chunks", 1))
         torch.set_rng_state(ckpt["torch_rng"].cpu())
         if "cuda_rng" in ckpt and self.device.type == "cuda":
@@ -332,7 +383,7 @@ class Trainer:
                                         acc=f"{float(out['correct']) / max(out['counted'], 1):.3f}",
                                         samples_s=f"{interval_samples / elapsed:.0f}",
                                         views_s=f"{interval_views / elapsed:.0f}", refresh=False)
-                if self.state.step % s.eval_every == 0 or self.state.step == s.total_steps:
+                if self._eval_due(step) or self.state.step == s.total_steps:
                     wall = self.wall_time()
                     seconds = max(time.perf_counter() - interval_start, 1e-9)
                     record = self._eval_record(out["lr"], wall, interval_views / seconds)
@@ -344,9 +395,10 @@ class Trainer:
                         _echo(_format_record(record))
                     self.state.elapsed = wall
                     self._wall_start = time.perf_counter()
-                    is_best = record["val_acc"] is not None and record["val_acc"] > self.state.best_acc
+                    key, mode = self.validation.selection
+                    is_best = is_better(record.get(key), self.state.best, mode)
                     if is_best:
-                        self.state.best_acc = record["val_acc"]
+                        self.state.best = record[key]
                     self.meter.reset()
                     self._save("last.pt")
                     if is_best:
@@ -362,28 +414,46 @@ class Trainer:
                 self.writer.close()
         return self.history
 
+    def _eval_due(self, step: int) -> bool:
+        """Whether an evaluation follows step ``step``: every ``eval_every`` steps, or (None) at epoch ends."""
+        done = step + 1
+        if self.s.eval_every is not None:
+            return done % self.s.eval_every == 0
+        return self.batches.epoch_of(done) != self.batches.epoch_of(step)
+
     def _eval_record(self, lr: float, wall: float, views_per_s: float) -> dict[str, Any]:
         step = self.state.step
         means = self.meter.means()
-        val = self.evaluate()
+        val = self._validate()
         record: dict[str, Any] = {
             "kind": "eval",
-            "epoch": step / self.s.steps_per_epoch,
+            "epoch": self.batches.epoch_at(step),
             "step": step,
             "images_seen": step * self.s.batch_size,
             "lr": lr,
             "train_loss": means.pop("train_loss", float("nan")),
             "train_acc": means.pop("train_acc", float("nan")),
-            "val_loss": val.pop("val_loss"),
-            "val_acc": val.pop("val_acc"),
+            "val_loss": val.get("val_loss"),
+            "val_acc": val.get("val_acc"),  # null where the validation measures no accuracy (language models)
             "grad_norm": means.pop("grad_norm", float("nan")),
             "wall_time": wall,
             "views_per_s": views_per_s,
             "micro_batches": self.n_chunks,
         }
-        record.update(val)  # the method's extra predictions and the test set, when there are any
+        record.update({k: v for k, v in val.items() if k not in record})  # extra predictions, the test set
+        record.update(self.batches.progress(step))
         record.update(means)
         return record
+
+
+class _ViewsOutOfMemory(RuntimeError):
+    """Out of memory while making a step's views (before any forward)."""
+
+    def __init__(self, step: int, samples: int, views_per_sample: int) -> None:
+        super().__init__(
+            f"out of memory while making the {samples * views_per_sample} views of step {step} ({samples} samples x "
+            f"{views_per_sample} views): a step's views are made whole (micro-batching bounds the forward and "
+            "backward passes, not the views); lower train.batch_size or the method's views per sample (method.m)")
 
 
 def _grad_norm(model: nn.Module) -> Tensor:
@@ -409,7 +479,21 @@ def _echo(line: str) -> None:
     tqdm.write(line)  # prints above an active bar without breaking it
 
 
+def _saved_best(ckpt: dict[str, Any]) -> float | None:
+    """The best selection value of a checkpoint (``best_acc`` in image runs' checkpoints from before
+    validations chose their key; -1 there meant "none yet")."""
+    if "best" in ckpt:
+        return None if ckpt["best"] is None else float(ckpt["best"])
+    old = ckpt.get("best_acc")
+    return None if old is None or old < 0 else float(old)
+
+
 def _format_record(r: dict[str, Any]) -> str:
-    return (f"step {r['step']:>6}  epoch {r['epoch']:.2f}  train_loss {r['train_loss']:.4f}  "
-            f"val_loss {r['val_loss']:.4f}  val_acc {r['val_acc']:.4f}  grad_norm {r['grad_norm']:.3f}  "
-            f"{r['views_per_s']:.0f} img/s")
+    vals = "  ".join(f"{k} {r[k]:.4f}" if k != "val_ppl" else f"{k} {r[k]:.2f}"
+                     for k in ("val_loss", "val_acc", "val_ppl") if isinstance(r.get(k), (int, float)))
+    return (f"step {r['step']:>6}  epoch {r['epoch']:.2f}  train_loss {_num(r['train_loss'])}  {vals}  "
+            f"grad_norm {_num(r['grad_norm'], 3)}  {r['views_per_s']:.0f} img/s")
+
+
+def _num(v: Any, digits: int = 4) -> str:
+    return "nan" if v is None else f"{v:.{digits}f}"

@@ -146,11 +146,24 @@ class SplitBatchNorm(nn.Module):
             return False
         return dist.get_world_size(self.process_group) > 1
 
-    def _momentum(self, k: int) -> float:
-        """Running-average factor for split ``k``, counting the update (as ``nn.BatchNorm`` does)."""
+    def _momentum(self, k: int) -> float | Tensor:
+        """Running-average factor for split ``k``, counting the update (as ``nn.BatchNorm`` does). With
+        ``momentum=None`` (a cumulative average) it is ``1 / num_batches_tracked`` as a 0-d tensor on the
+        layer's device: ``nn.BatchNorm`` reads the count back to the host at every step instead."""
         nbt = getattr(self, _key("num_batches_tracked", k))
         nbt.add_(1)
-        return 1.0 / float(nbt) if self.momentum is None else float(self.momentum)
+        if self.momentum is None:
+            return (1.0 / nbt).to(self._tracked_stats(k)[0].dtype)
+        return float(self.momentum)
+
+    @torch.no_grad()
+    def _update_running(self, k: int, part: Tensor, factor: Tensor) -> None:
+        """Move split ``k``'s running statistics towards ``part``'s batch statistics by ``factor``."""
+        run_mean, run_var = self._tracked_stats(k)
+        dims = [0, *range(2, part.dim())]
+        var, mean = torch.var_mean(part.to(accumulation_dtype(part.dtype)), dim=dims, correction=1)
+        run_mean.lerp_(mean.to(run_mean.dtype), factor)
+        run_var.lerp_(var.to(run_var.dtype), factor)
 
     def _forward_branches(self, parts: list[Tensor], splits: list[int]) -> list[Tensor]:
         """Normalize ``parts[i]`` with split ``splits[i]`` (one F.batch_norm per part: S is small)."""
@@ -161,6 +174,10 @@ class SplitBatchNorm(nn.Module):
         for part, k in zip(parts, splits, strict=True):
             mean, var = self.running_stats_of(k)
             factor = self._momentum(k) if update else 0.0
+            if isinstance(factor, Tensor):  # F.batch_norm takes a float momentum: update the averages here
+                self._update_running(k, part, factor)
+                mean = var = None
+                factor = 0.0
             outs.append(F.batch_norm(part, mean, var, self.weight_of(k), self.bias_of(k),
                                      self._use_batch_stats(), factor, self.eps))
         return outs

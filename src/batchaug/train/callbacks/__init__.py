@@ -2,10 +2,10 @@
 
 The trainer calls every callback's hooks, in order, at fixed points of the loop (:class:`Callback`
 lists them). Shipped: gradient clipping (``optim.clip_grad_norm``), the drop-path schedule
-(``model.drop_path``), an exponential moving average of the weights (``train.ema_decay``),
-step-level logging (``train.log_every``) and the loggers of ``train.loggers`` (TensorBoard, CSV,
-W&B). ``metrics.jsonl`` itself is the trainer's (the run directory contract), every other sink is a
-callback.
+(``model.drop_path``), an exponential moving average of the weights (``train.ema_decay``), NT-ASGD's
+weight average (``optim.ntasgd_nonmono``), step-level logging (``train.log_every``), a watch on the
+compiler (``train.compile``) and the loggers of ``train.loggers`` (TensorBoard, CSV, W&B).
+``metrics.jsonl`` itself is the trainer's (the run directory contract), every other sink is a callback.
 
 :data:`CALLBACKS` maps a name to ``"module:Class"``; :func:`build_callbacks` asks each registered
 class for the callback a run config wants (:meth:`Callback.from_config`). Adding one is a module
@@ -34,7 +34,9 @@ CALLBACKS: dict[str, Any] = {
     "clip_grad_norm": "batchaug.train.callbacks.clip:ClipGradNorm",
     "drop_path": "batchaug.train.callbacks.drop_path:DropPathSchedule",
     "ema": "batchaug.train.callbacks.ema:EMA",
+    "ntasgd": "batchaug.train.callbacks.ntasgd:NTASGD",
     "step_log": "batchaug.train.callbacks.step_log:StepLog",
+    "compile_watch": "batchaug.train.callbacks.compile_watch:CompileWatch",
     "tensorboard": "batchaug.train.callbacks.loggers:TensorBoardLogger",
     "csv": "batchaug.train.callbacks.loggers:CSVLogger",
     "wandb": "batchaug.train.callbacks.loggers:WandbLogger",

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from torch import Tensor
 
     from batchaug.config import RunConfig
@@ -31,6 +33,10 @@ class Callback:
         after ``last.pt`` or ``best.pt`` was written;
     ``on_fit_end(trainer)``
         once, when training stops (also after an error).
+
+    ``eval_weights(trainer)`` is asked at every evaluation and checkpoint: weights (a state dict of the
+    plain model) that stand for the model in validation, ``best.pt`` and ``batchaug eval`` instead of
+    its own (NT-ASGD's average once it runs); the first callback that offers some wins.
 
     ``state_dict()``/``load_state_dict()`` carry what a resumed run needs: the trainer stores it in
     every checkpoint under ``"callbacks"`` -> :attr:`name` and restores it before ``on_fit_start``.
@@ -69,6 +75,10 @@ class Callback:
 
     def on_fit_end(self, trainer: Trainer) -> None:
         """Called once when training stops."""
+
+    def eval_weights(self, trainer: Trainer) -> Mapping[str, Tensor] | None:
+        """Weights to validate and deliver instead of the model's own; None (the default): the model's."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs to continue exactly."""

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from batchaug.nn.wrappers import clean_state_dict, unwrap
+from batchaug.nn.wrappers import clean_state_dict, swapped_weights, unwrap
 from batchaug.schema import check_bounds
 from batchaug.train.callbacks.base import Callback
 
@@ -27,7 +26,8 @@ class EMA(Callback):
     ``num_batches_tracked`` are copied). The average starts from the weights of the first step.
 
     At each evaluation the average is swapped into the model (so the method's ``predict``, hooks
-    included, is used as is) and evaluated: the line gains ``val_loss_ema`` and ``val_acc_ema``. It
+    included, is used as is) and evaluated: the line gains ``val_loss_ema`` and ``val_acc_ema`` (every
+    key of the run's validation with ``_ema`` appended). It
     is checkpointed under ``"callbacks"`` -> ``"ema"`` -> ``"weights"`` (a state dict of the plain
     model, see :func:`ema_weights`), which ``batchaug eval DIR --ema`` evaluates.
     """
@@ -67,8 +67,8 @@ class EMA(Callback):
         assert self.weights is not None, "on_fit_start must run first"
         with swapped_weights(trainer.model, self.weights):
             val = trainer.evaluate(test=False)  # the average is selected and compared on the validation set
-        record["val_loss_ema"] = val["val_loss"]
-        record["val_acc_ema"] = val["val_acc"]
+        for key, value in val.items():  # val_loss_ema, val_acc_ema (val_ppl_ema for language models)
+            record[f"{key}_ema"] = value
 
     def state_dict(self) -> dict[str, Any]:
         return {"decay": self.decay, "updates": self.updates, "weights": self.weights}
@@ -77,25 +77,6 @@ class EMA(Callback):
         if state.get("weights") is not None:
             self.weights = {k: v.clone() for k, v in clean_state_dict(state["weights"]).items()}
         self.updates = int(state.get("updates", 0))
-
-
-@contextlib.contextmanager
-def swapped_weights(model: nn.Module, weights: Mapping[str, Tensor]) -> Iterator[nn.Module]:
-    """Copy ``weights`` (a state dict of the plain model) into ``model`` in place for the ``with``
-    block, then put the model's own values back; works through DDP and ``torch.compile``."""
-    live = unwrap(model).state_dict()
-    missing = sorted(set(live) - set(weights))
-    if missing:
-        raise KeyError(f"the averaged weights lack {missing[:3]}")
-    with torch.no_grad():
-        backup = {k: v.detach().clone() for k, v in live.items()}
-        for k, v in live.items():
-            v.copy_(weights[k])
-        try:
-            yield model
-        finally:
-            for k, v in live.items():
-                v.copy_(backup[k])
 
 
 def ema_weights(checkpoint: Mapping[str, Any]) -> dict[str, Tensor] | None:

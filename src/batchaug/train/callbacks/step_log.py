@@ -40,7 +40,7 @@ class StepLog(Callback):
             return
         means = self.meter.means()
         self.meter.reset()
-        trainer.log({"kind": "step", "epoch": done / trainer.s.steps_per_epoch, "step": done,
+        trainer.log({"kind": "step", "epoch": trainer.batches.epoch_at(done), "step": done,
                      "images_seen": done * trainer.s.batch_size, "lr": out["lr"], "train_loss": means["train_loss"],
                      "grad_norm": means["grad_norm"], "wall_time": trainer.wall_time()})
 
