@@ -163,6 +163,17 @@ def _config_differences(saved: dict[str, Any], wanted: dict[str, Any], prefix: s
     return keys
 
 
+def _saved_config(path: Path, resolve_config: Callable, dump_config: Callable) -> dict[str, Any]:
+    """A point's saved config.yaml as the current schema resolves it: keys added to batchaug after the run
+    was written take their defaults instead of reading as differences (they did not exist, so the run
+    had their default behaviour)."""
+    saved = yaml.safe_load(path.read_text()) or {}
+    try:
+        return yaml.safe_load(dump_config(resolve_config(saved)))
+    except ConfigError:  # no longer valid: compared as written, so every differing key is named
+        return saved
+
+
 def run_sweep(sweep: Sweep, *, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Train every point not finished yet; returns one record per point (overrides, run_dir, summary).
 
@@ -179,7 +190,7 @@ def run_sweep(sweep: Sweep, *, log: Callable[[str], None] = print) -> list[dict[
         run_dir = sweep.run_dir(point)
         state = point_state(run_dir)
         if state in ("done", "resume") and (run_dir / "config.yaml").is_file():
-            saved = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+            saved = _saved_config(run_dir / "config.yaml", resolve_config, dump_config)
             diff = _config_differences(saved, yaml.safe_load(dump_config(cfg)))
             if diff:
                 raise ConfigError(f"sweep: {run_dir} holds a run of another configuration ({', '.join(diff[:5])}"
