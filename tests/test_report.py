@@ -156,6 +156,51 @@ def test_every_figure_opens_with_its_series(ba_sweep, tmp_path):
     assert grad["y"] == pytest.approx([2.0 - s / 600 - 0.05 for s in range(50, 301, 50)])
 
 
+PTB_QUICK = REPO / "configs" / "quick" / "ptb_lstm.yaml"
+
+
+def make_lm_run(path: Path, overrides: list[str], final_ppl: float, test_ppl: float, *, seed: int = 0) -> Path:
+    """A language-model run directory: perplexity falls from 4·final_ppl to final_ppl over steps 50-150,
+    accuracies are None (as a language model logs them), and eval/perplexity.json holds the test figure."""
+    path.mkdir(parents=True)
+    cfg = load_config(PTB_QUICK, [*overrides, f"seed={seed}", "train.max_steps=150", "train.eval_every=50"])
+    (path / "config.yaml").write_text(dump_config(cfg))
+    lines = [{"kind": "eval", "epoch": s / 1000, "step": s, "images_seen": s * 20, "tokens_seen": s * 700,
+              "lr": 30.0, "train_loss": 6.0, "train_acc": None, "val_loss": 5.0, "val_acc": None,
+              "val_ppl": final_ppl * (4 - 3 * (s - 50) / 100), "grad_norm": 0.5, "wall_time": s * 0.2,
+              "views_per_s": 100.0} for s in (50, 100, 150)]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    (path / "eval").mkdir()
+    (path / "eval" / "perplexity.json").write_text(json.dumps(
+        {"suite": "perplexity", "limit": None, "modes": {"plain": {"test": {"loss": 5.0, "ppl": test_ppl}}}}))
+    (path / "summary.json").write_text(json.dumps(summarize(path), indent=2))
+    return path
+
+
+def test_language_models_report_perplexity_and_no_accuracy(tmp_path):
+    root = tmp_path / "lm"
+    make_lm_run(root / "a", ["method.name=baseline"], 300.0, 280.0)
+    make_lm_run(root / "b", ["method.name=ba", "method.m=2"], 250.0, 240.0)
+    out = tmp_path / "out"
+    build_report([root], out)
+    info = figures(out)
+    assert set(info) == {"val_ppl.png", "grad_norm_epochs.png"}  # no accuracy it never measured
+    (panel,) = info["val_ppl.png"]["panels"]
+    assert panel["yscale"] == "log" and info["val_ppl.png"]["series"] == ["baseline", "BA M=2"]
+    assert panel["data"]["BA M=2"]["y"] == pytest.approx([1000.0, 625.0, 250.0])
+    md = (out / "table.md").read_text()
+    header = next(ln for ln in md.split("## Runs\n", 1)[1].splitlines() if ln.startswith("|"))
+    assert "test ppl" in header and "accuracy" not in header
+    rows = {r[0]: r for r in table_rows(md, "Runs")}
+    assert rows["BA M=2"][2:5] == ["250.00", "250.00", "240.00"] and rows["baseline"][4] == "280.00"
+    # BA Table 1 in perplexity (the quick config has no paper block): Δ in perplexity, and BA's validation
+    # perplexity first reaches the baseline's final 300 at step 150 (625 at 100)
+    (row,) = table_rows(md, "BA Table 1: baseline / BA (M)")
+    assert row[3] == "280.00" and row[6] == "240.00" and row[8] == "-40.00" and row[9] == "150 of 150"
+    report = (out / "report.md").read_text()
+    assert "test ppl" in report and "val_error_steps.png not drawn" not in report
+
+
 def test_sba_eta_and_layer_figures(tmp_path):
     root = tmp_path / "sba"
     make_run(root / "base", ["method.name=baseline"], 0.60)

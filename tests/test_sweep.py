@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from batchaug.cli import main
 from batchaug.config import apply_overrides, load_yaml, resolve_config
@@ -81,6 +82,27 @@ def test_a_point_directory_of_another_run_stops_the_sweep_before_training(tmp_pa
     assert main(["sweep", QUICK, "method.name=ba", "method.m=1,2", "--out", str(out)]) == 2
     assert "holds a run of another configuration" in capsys.readouterr().err
     assert not (out / "method.m=1").exists()
+
+
+def test_a_saved_config_lacking_keys_added_since_is_the_same_configuration(tmp_path, capsys):
+    """A run written before a key existed had that key's default behaviour: its config.yaml, resolved by
+    today's schema, is the point's configuration, not 'another configuration'."""
+    out = tmp_path / "grid"
+    for m in (1, 2):
+        run = out / f"method.m={m}"
+        run.mkdir(parents=True)
+        saved = resolve_config(apply_overrides(load_yaml(REPO / QUICK), ["method.name=ba", f"method.m={m}"])).to_dict()
+        for key in ("deterministic", "compile"):  # train keys that came after the first sweeps
+            del saved["train"][key]
+        (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+        (run / "summary.json").write_text('{"final_val_acc": 0.5}')
+    assert main(["sweep", QUICK, "method.name=ba", "method.m=1,2", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.count("finished, skipped") == 2
+    # a saved value that differs from the point's is still another configuration
+    (out / "method.m=2" / "config.yaml").write_text(
+        (out / "method.m=2" / "config.yaml").read_text().replace("lr: 0.1", "lr: 0.2"))
+    assert main(["sweep", QUICK, "method.name=ba", "method.m=1,2", "--out", str(out)]) == 2
+    assert "optim.lr" in capsys.readouterr().err
 
 
 def test_point_states(tmp_path):

@@ -28,8 +28,8 @@ __all__ = ["Report", "build_report"]
 
 # what each cross-run figure needs, said when the runs do not have it
 _NEEDS = {
-    "val_error_steps": "evaluation lines in metrics.jsonl",
-    "val_error_epochs": "evaluation lines in metrics.jsonl",
+    "val_error_steps": "val_acc in the evaluation lines of metrics.jsonl",
+    "val_error_epochs": "val_acc in the evaluation lines of metrics.jsonl",
     "grad_norm_epochs": "grad_norm in metrics.jsonl",
     "train_val_error": "train_acc and val_acc in the evaluation lines",
     "sba_eta": "SBA runs that differ in method.eta (and nothing else)",
@@ -37,6 +37,8 @@ _NEEDS = {
     "alpha_tradeoff": "a split-BN run with eval/corruptions.json under two or more of main / alpha=<a> / aux "
                       "(batchaug eval RUN --suite corruptions --modes main,alpha=0.5,aux)",
 }
+
+_ACCURACY_FIGURES = ("val_error_steps", "val_error_epochs", "train_val_error")
 
 
 @dataclass
@@ -76,10 +78,14 @@ def build_report(paths: Sequence[str | Path], out: str | Path, labels: Sequence[
     plots.mkdir(parents=True, exist_ok=True)
     skipped = [f"{r.path}: {note}" for r in runs for note in r.missing]
     figures: list[FigureInfo] = []
+    # language models measure perplexity, never accuracy: their missing accuracy figures are no omission
+    only_lm = any(r.evals for r in runs) and all(
+        any(e.get("val_ppl") is not None for e in r.evals) for r in runs if r.evals)
     for name, draw in FIGURES.items():
         made = draw(groups, plots)
         figures += made
-        if not made and name in _NEEDS and name not in ("sba_eta", "sba_layers", "alpha_tradeoff"):
+        if (not made and name in _NEEDS and name not in ("sba_eta", "sba_layers", "alpha_tradeoff")
+                and not (only_lm and name in _ACCURACY_FIGURES)):
             skipped.append(f"{name}.png not drawn: no run has {_NEEDS[name]}")
     per_run = []
     for g in groups:
@@ -91,7 +97,7 @@ def build_report(paths: Sequence[str | Path], out: str | Path, labels: Sequence[
     skipped += suite_notes
     tables = build_tables(groups, out)
     not_drawn = [f"{name}.png: needs {_NEEDS[name]}" for name in ("sba_eta", "sba_layers", "alpha_tradeoff")
-                 if not any(f.file == f"{name}.png" for f in figures)]
+                 if not only_lm and not any(f.file == f"{name}.png" for f in figures)]
     (plots / "figures.json").write_text(json.dumps([f.to_dict() for f in figures], indent=2) + "\n")
     report = Report(out, runs, groups, tables, figures, skipped)
     header = _header(report, paths, title, intro)

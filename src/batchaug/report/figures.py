@@ -1,6 +1,7 @@
 """The papers' figures drawn across runs: one curve (or point) per group of runs that differ only by seed.
 
-- validation error against steps and against epochs (BA Figs. 1-3: an M sweep);
+- validation error against steps and against epochs (BA Figs. 1-3: an M sweep); for language models,
+  validation perplexity against steps on a log scale (BA Table 1's PTB row has no figure);
 - gradient L2 norm against epochs (BA Figs. 4 and 6), from the ``train.log_every`` step lines when a run
   has them, else from the evaluation lines;
 - training (dashed) and validation error (BA Fig. 5: baseline, BA, regime adaptation);
@@ -23,7 +24,8 @@ from batchaug.report.groups import RunGroup, format_value, method_p
 from batchaug.report.plotting import FigureInfo, pyplot, save_figure
 from batchaug.report.suites import alpha_of
 
-__all__ = ["FIGURES", "alpha_tradeoff", "grad_norm", "sba_eta", "sba_layers", "train_val_error", "val_error"]
+__all__ = ["FIGURES", "alpha_tradeoff", "grad_norm", "sba_eta", "sba_layers", "train_val_error", "val_error",
+           "val_ppl"]
 
 _X_LABEL = {"step": "optimizer steps", "epoch": "epochs (passes over the training images)"}
 
@@ -78,6 +80,28 @@ def val_error(groups: Sequence[RunGroup], out: Path, x: str = "step") -> list[Fi
     return [save_figure(fig, out / f"val_error_{x}s.png",
                         f"Validation error (100 − 100·val_acc) against {_X_LABEL[x]}, mean over each group's seeds "
                         "(band: ±1 std).")]
+
+
+def val_ppl(groups: Sequence[RunGroup], out: Path, x: str = "step") -> list[FigureInfo]:
+    """Validation perplexity (log scale) against ``x``, one curve per language-model group."""
+    curves = [(g, g.curve("val_ppl", x)) for g in groups]
+    curves = [(g, c) for g, c in curves if c]
+    if not curves:
+        return []
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    for (g, pts), color in zip(curves, _colors(len(curves)), strict=True):
+        _draw_curve(ax, pts, color, g.label + _n(g))
+    ax.set_yscale("log")
+    ax.set_xlabel(_X_LABEL[x])
+    ax.set_ylabel("validation perplexity (log scale)")
+    ax.set_title(f"Validation perplexity against {'steps' if x == 'step' else 'epochs'}")
+    ax.grid(alpha=0.3, which="both")
+    _legend(fig, ax, len(curves))
+    fig.tight_layout()
+    return [save_figure(fig, out / "val_ppl.png",
+                        f"Validation perplexity (exp of the mean token loss; lower is better) against {_X_LABEL[x]}, "
+                        "mean over each group's seeds (band: ±1 std).")]
 
 
 def grad_norm(groups: Sequence[RunGroup], out: Path, x: str = "epoch") -> list[FigureInfo]:
@@ -338,6 +362,7 @@ def alpha_tradeoff(groups: Sequence[RunGroup], out: Path) -> list[FigureInfo]:
 FIGURES = {
     "val_error_steps": lambda g, o: val_error(g, o, "step"),
     "val_error_epochs": lambda g, o: val_error(g, o, "epoch"),
+    "val_ppl": val_ppl,
     "grad_norm_epochs": lambda g, o: grad_norm(g, o, "epoch"),
     "train_val_error": train_val_error,
     "sba_eta": sba_eta,

@@ -19,7 +19,7 @@ from typing import Any
 
 from batchaug.report.rundirs import RunDir
 
-__all__ = ["IGNORED_KEYS", "RunGroup", "format_value", "group_runs", "method_p"]
+__all__ = ["IGNORED_KEYS", "RunGroup", "format_value", "group_runs", "is_perplexity", "method_p"]
 
 #: Keys that do not change what a run measures: runs differing only in these (and the seed) are one group.
 IGNORED_KEYS = frozenset({
@@ -56,6 +56,12 @@ def method_p(flat: dict[str, Any]) -> float | None:
     if flat.get("method.omega") is not None:
         return math.cos(float(flat["method.omega"]))
     return 0.5
+
+
+def is_perplexity(key: str) -> bool:
+    """Whether a summary key is a perplexity (a plain number, lower is better) rather than an accuracy
+    (a fraction shown in %, higher is better)."""
+    return key.endswith("_ppl")
 
 
 def format_value(v: Any) -> str:
@@ -102,10 +108,11 @@ class RunGroup:
         return next((r.paper for r in self.runs if r.paper), None)
 
     def acc_key(self) -> str:
-        """The summary key of the group's headline accuracy: the paper block's ``compare`` key when the
-        runs have it, else the final test accuracy, else the final validation accuracy."""
+        """The summary key of the group's headline number: the paper block's ``compare`` key when the runs
+        have it, else the final test accuracy, else the final validation accuracy; for a language model
+        (no accuracy) the test perplexity, else the final validation perplexity (see :func:`is_perplexity`)."""
         compare = (self.paper or {}).get("compare")
-        for key in (compare, "final_test_acc", "final_val_acc"):
+        for key in (compare, "final_test_acc", "final_val_acc", "test_ppl", "final_val_ppl"):
             if key and self.values(key):
                 return key
         return "final_val_acc"

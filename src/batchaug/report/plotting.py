@@ -33,8 +33,9 @@ class FigureInfo:
     """The PNG's name inside ``plots/``."""
     title: str
     panels: list[dict[str, Any]] = field(default_factory=list)
-    """Per panel: ``title``, ``xlabel``, ``ylabel``, ``series`` (its legend's labels), ``data`` (the x and y
-    values drawn for each series, as plotted: percent where the axis says %) and ``images``."""
+    """Per panel: ``title``, ``xlabel``, ``ylabel``, ``yscale`` (``linear``/``log``), ``series`` (its legend's
+    labels), ``data`` (the x and y values drawn for each series, as plotted: percent where the axis says %)
+    and ``images``."""
     series: list[str] = field(default_factory=list)
     """Every series the figure names, in order, without repeats."""
     caption: str = ""
@@ -70,8 +71,8 @@ def _panel(ax: Any) -> dict[str, Any] | None:
     series = [t.get_text() for t in legend.get_texts()] if legend is not None else []
     handles, labels = ax.get_legend_handles_labels()
     data = {label: d for h, label in zip(handles, labels, strict=True) if (d := _series_data(h)) is not None}
-    return {"title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(), "series": series,
-            "data": data, "images": len(ax.get_images())}
+    return {"title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(), "yscale": ax.get_yscale(),
+            "series": series, "data": data, "images": len(ax.get_images())}
 
 
 def save_figure(fig: Any, path: str | Path, caption: str = "") -> FigureInfo:

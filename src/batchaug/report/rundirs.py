@@ -183,7 +183,8 @@ def load_runs(paths: Sequence[str | Path]) -> list[RunDir]:
 def summary_from_lines(evals: list[dict[str, Any]]) -> dict[str, Any]:
     """The figures of a summary that the evaluation lines alone give (a run without ``summary.json``):
     final and best validation accuracy, the median over the lines of the last 5 epochs, steps, images
-    seen, wall time. ``test_*`` keys only when the lines carry ``test_acc``."""
+    seen, wall time; for a language model the final and best (lowest) ``val_ppl``. ``test_*`` keys only when
+    the lines carry ``test_acc``."""
     last = evals[-1]
     out: dict[str, Any] = {}
     for key in sorted({k for r in evals for k in r if k.startswith(("val_acc", "test_acc"))}):
@@ -194,6 +195,9 @@ def summary_from_lines(evals: list[dict[str, Any]]) -> dict[str, Any]:
         out[f"median_last5_{key}"] = statistics.median(tail) if tail else None
         if key == "val_acc":
             out["best_val_acc"] = max(vals) if vals else None
+    ppls = [r["val_ppl"] for r in evals if isinstance(r.get("val_ppl"), (int, float))]
+    if ppls:  # a language model: perplexity, lower is better
+        out.update(final_val_ppl=last.get("val_ppl"), best_val_ppl=min(ppls))
     out.update(steps=last.get("step"), epochs=last.get("epoch"), images_seen=last.get("images_seen"),
                wall_time=last.get("wall_time"))
     wall = last.get("wall_time")

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchaug.report.groups import RunGroup, format_value, method_p
+from batchaug.report.groups import RunGroup, format_value, is_perplexity, method_p
 
-__all__ = ["PAPER_TABLES", "Table", "build_tables", "fmt_stat", "paper_row"]
+__all__ = ["PAPER_TABLES", "Table", "build_tables", "fmt_key", "fmt_stat", "paper_row"]
 
 
 @dataclass
@@ -100,34 +100,70 @@ def _is_baseline(g: RunGroup) -> bool:
     return g.method == "baseline" or (g.method in ("ba", "ra") and g.settings.get("method.m") == 1)
 
 
+def fmt_key(group: RunGroup | None, key: str) -> str:
+    """``fmt_stat`` of a summary key over a group: accuracies in %, perplexities as they are."""
+    if group is None:
+        return "—"
+    return fmt_stat(*group.stat(key), scale=1.0) if is_perplexity(key) else fmt_stat(*group.stat(key))
+
+
+def _measures(groups: Sequence[RunGroup], keys: Sequence[str]) -> bool:
+    return any(g.values(k) for g in groups for k in keys)
+
+
 def runs_table(groups: Sequence[RunGroup]) -> Table:
-    """Every group: headline accuracy (mean ± std, n), best, steps, images seen, throughput, wall time."""
+    """Every group: headline accuracy (mean ± std, n), best, steps, images seen, throughput, wall time; for
+    language models validation and test perplexity (and no accuracy columns when no run measured one)."""
+    with_acc = _measures(groups, ("final_val_acc", "final_test_acc", "best_val_acc"))
+    with_ppl = _measures(groups, ("final_val_ppl", "best_val_ppl", "test_ppl"))
+    if not with_ppl:
+        with_acc = True  # runs without numbers at all still show the accuracy columns, as "—"
     rows = []
     keys = set()
     for g in groups:
-        key = g.acc_key()
-        keys.add(key)
+        row = [g.label, str(g.n)]
+        if with_acc:
+            key = g.acc_key()
+            if is_perplexity(key):
+                key = "final_val_acc"  # a language model among image runs: its perplexity has its own columns
+            keys.add(key)
+            row += [fmt_key(g, key), fmt_key(g, "best_val_acc")]
+        if with_ppl:
+            row += [fmt_key(g, k) for k in ("final_val_ppl", "best_val_ppl", "test_ppl")]
         wall, wall_sd, _ = g.stat("wall_time")
-        rows.append([g.label, str(g.n), fmt_stat(*g.stat(key)), fmt_stat(*g.stat("best_val_acc")), _steps(g),
-                     _num(g.stat("images_seen")[0], 0) if g.stat("images_seen")[0] is not None else "—",
-                     _num(g.stat("views_per_s")[0], 0), _num(g.stat("images_per_s")[0], 0),
-                     "—" if wall is None else f"{wall:.0f}" + (f" ± {wall_sd:.0f}" if wall_sd is not None else ""),
-                     "yes" if all(r.finished for r in g.runs) else "no"])
-    notes = [f"accuracy: summary.json `{'`, `'.join(sorted(keys))}` (%), mean ± sample std over the runs of a group "
-             "(they differ only by seed); best: `best_val_acc`.",
-             "images seen: samples drawn per step × steps (each seen M times by BA); views/s: median training "
-             "throughput in views; images/s: images seen over wall time; wall time: summary.json `wall_time`, "
-             "the training time (evaluation and data loading not included)."]
+        row += [_steps(g), _num(g.stat("images_seen")[0], 0) if g.stat("images_seen")[0] is not None else "—",
+                _num(g.stat("views_per_s")[0], 0), _num(g.stat("images_per_s")[0], 0),
+                "—" if wall is None else f"{wall:.0f}" + (f" ± {wall_sd:.0f}" if wall_sd is not None else ""),
+                "yes" if all(r.finished for r in g.runs) else "no"]
+        rows.append(row)
+    notes = []
+    if with_acc:
+        notes.append(f"accuracy: summary.json `{'`, `'.join(sorted(keys))}` (%), mean ± sample std over the runs of "
+                     "a group (they differ only by seed); best: `best_val_acc`.")
+    if with_ppl:
+        notes.append("perplexity (lower is better): summary.json `final_val_ppl`, `best_val_ppl` (the lowest "
+                     "validation perplexity) and `test_ppl` (best.pt on the test split, eval/perplexity.json), "
+                     "mean ± sample std over a group's seeds.")
+    notes.append("images seen: samples drawn per step × steps (each seen M times by BA); views/s: median training "
+                 "throughput in views; images/s: images seen over wall time; wall time: summary.json `wall_time`, "
+                 "the training time (evaluation and data loading not included).")
     if any(not r.finished for g in groups for r in g.runs):
         notes.append("finished = no: a run without summary.json (still running or interrupted); its numbers are "
                      "its last evaluation line.")
-    return Table("Runs", ["run", "n", "accuracy (%)", "best val acc (%)", "steps", "images seen", "views/s",
-                          "images/s", "wall time (s)", "finished"], rows, notes)
+    header = ["run", "n"]
+    if with_acc:
+        header += ["accuracy (%)", "best val acc (%)"]
+    if with_ppl:
+        header += ["val ppl", "best val ppl", "test ppl"]
+    header += ["steps", "images seen", "views/s", "images/s", "wall time (s)", "finished"]
+    return Table("Runs", header, rows, notes)
 
 
-def _first_step_reaching(g: RunGroup, target: float) -> float | None:
-    for step, mean, _, _ in g.curve("val_acc", "step"):
-        if mean >= target:
+def _first_step_reaching(g: RunGroup, target: float, metric: str = "val_acc") -> float | None:
+    """The first evaluation step at which the group's mean ``metric`` is at least as good as ``target``
+    (higher accuracy, or lower perplexity)."""
+    for step, mean, _, _ in g.curve(metric, "step"):
+        if (mean <= target) if is_perplexity(metric) else (mean >= target):
             return step
     return None
 
@@ -138,7 +174,7 @@ def ba_table(groups: Sequence[RunGroup]) -> Table | None:
     bas = [g for g in groups if g.method == "ba" and (g.settings.get("method.m") or 1) > 1]
     if not bas:
         return None
-    rows, has_paper = [], False
+    rows, has_paper, any_ppl = [], False, False
     for ba in bas:
         bases = [b for b in groups if _is_baseline(b) and _same_training(b, ba)]
         base = next((b for b in bases if _policy(b) == _policy(ba)), bases[0] if bases else None)
@@ -147,25 +183,32 @@ def ba_table(groups: Sequence[RunGroup]) -> Table | None:
         paper = paper_row(ba, "ba", "Table 1") or paper_row(base, "ba", "Table 1")
         pv = (paper or {}).get("values", {})
         has_paper = has_paper or bool(paper)
+        key = ba.acc_key()
+        ppl = is_perplexity(key)
+        any_ppl = any_ppl or ppl
+        curve_key = "val_ppl" if ppl else "val_acc"
         reach = "—"
         if base is not None:
-            target, _, _ = base.stat("final_val_acc")
-            step = _first_step_reaching(ba, target) if target is not None else None
+            target, _, _ = base.stat(f"final_{curve_key}")
+            step = _first_step_reaching(ba, target, curve_key) if target is not None else None
             total = ba.stat("steps")[0]
             reach = "not reached" if step is None else f"{step:.0f} of {total:.0f}" if total else f"{step:.0f}"
-        key = ba.acc_key()
         b_mean, _, _ = base.stat(key) if base else (None, None, 0)
         a_mean, _, _ = ba.stat(key)
-        delta = "—" if b_mean is None or a_mean is None else f"{100 * (a_mean - b_mean):+.2f}"
-        rows.append([_network(ba), _policy(ba), _steps(ba), fmt_stat(*base.stat(key)) if base else "—",
-                     _num(pv.get("baseline")), str(ba.settings.get("method.m")), fmt_stat(*ba.stat(key)),
+        delta = "—" if b_mean is None or a_mean is None else f"{(1 if ppl else 100) * (a_mean - b_mean):+.2f}"
+        rows.append([_network(ba), _policy(ba), _steps(ba), fmt_key(base, key),
+                     _num(pv.get("baseline")), str(ba.settings.get("method.m")), fmt_key(ba, key),
                      _num(pv.get("ba")) + (f" (M={format_value(pv['m'])})" if "m" in pv else ""), delta, reach,
-                     fmt_stat(*ras[0].stat(key)) if ras else "—", (paper or {}).get("row", "—")])
+                     fmt_key(ras[0], key) if ras else "—", (paper or {}).get("row", "—")])
     notes = ["baseline: one view per sample (the baseline method, or BA with M = 1), trained like the BA run "
              "otherwise; accuracy as in the Runs table (%); Δ: BA − baseline (percentage points).",
              "reaches: the first evaluation step at which BA's mean validation accuracy is at least the "
              "baseline's final one.",
              "RA: regime adaptation at the same M (B·M distinct images per step, the same number of steps)."]
+    if any_ppl:
+        notes.append("language-model rows: perplexity (lower is better) instead of accuracy, Δ in perplexity, "
+                     "and 'reaches' is the first step at which BA's validation perplexity is at most the "
+                     "baseline's final one.")
     if has_paper:
         notes.append("paper: the published Table 1 row of the runs' config (`paper:` block); it is the paper's "
                      "network and regime, not necessarily this run's.")
