@@ -113,6 +113,32 @@ def test_groups_runs_by_seed_and_labels_them_by_what_differs(ba_sweep, tmp_path)
     assert all("folder" not in g.label for g in report.groups)
 
 
+def test_runs_written_before_a_key_existed_group_with_runs_that_write_it(tmp_path):
+    """The seed-0 runs of a sweep written by an older batchaug lack keys the seed-1 runs (a newer one) write
+    with one value: they are still one group, and the key is no label."""
+    import yaml
+
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        for name, extra in (("base", ["method.name=baseline"]), ("ba", ["method.name=ba", "method.m=2"])):
+            make_run(root / f"{name}{seed}", extra, 0.6, seed=seed)
+    for name in ("base0", "ba0"):  # written before train.deterministic and the method's dropout_copies existed
+        cfg = yaml.safe_load((root / name / "config.yaml").read_text())
+        del cfg["train"]["deterministic"]
+        cfg["method"].pop("dropout_copies", None)
+        (root / name / "config.yaml").write_text(yaml.safe_dump(cfg))
+    report = build_report([root], tmp_path / "out")
+    assert [(g.label, g.n) for g in report.groups] == [("BA M=2", 2), ("baseline", 2)]
+    # a key that the runs writing it set to different values tells them apart, and then the runs without
+    # it (whose value is unknown to a report) stand alone too
+    cfg = yaml.safe_load((root / "ba1" / "config.yaml").read_text())
+    cfg["train"]["deterministic"] = True
+    (root / "ba1" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    groups = build_report([root], tmp_path / "out2").groups
+    assert [g.n for g in groups] == [1, 1, 1, 1]
+    assert next(g for g in groups if g.runs[0].path.name == "ba1").label == "BA M=2 train.deterministic=true"
+
+
 def test_table_numbers_are_the_summaries(ba_sweep, tmp_path):
     out = tmp_path / "out"
     build_report([ba_sweep], out)

@@ -2,9 +2,10 @@
 
 Two runs belong to one group when their ``config.yaml`` agree on every key except the seed and the keys
 that change nothing the run measures (where the data file lies, logging, evaluation batch size, how often
-it evaluated). A group's numbers are means over its runs with their standard deviation and count; its
-label names the method and every setting that differs between the groups of the report (``BA M=4``,
-``SBA M=4 η=0.01``), never a folder name.
+it evaluated); a key that only the runs written by a newer batchaug have, all with one value, is not
+compared (the older runs ran with its default). A group's numbers are means over its runs with their
+standard deviation and count; its label names the method and every setting that differs between the
+groups of the report (``BA M=4``, ``SBA M=4 η=0.01``), never a folder name.
 """
 
 from __future__ import annotations
@@ -147,11 +148,32 @@ class RunGroup:
         return out
 
 
-def _key_of(run: RunDir) -> str:
+def _settings(runs: Sequence[RunDir]) -> dict[int, dict[str, Any]]:
+    """Every run's config as dotted keys without the ignored ones, and without the keys that only some of
+    the runs' configs write while those that write them agree: such a key came into batchaug's schema
+    after the other runs were written (they ran with its default), so it tells nothing apart. Method
+    options are compared among the runs of the same method (each method has its own)."""
+    flats = {id(r): {k: v for k, v in r.flat.items() if not _ignored(k)} for r in runs if r.config is not None}
+    scopes: dict[str, list[dict[str, Any]]] = {}
+    for flat in flats.values():
+        scopes.setdefault(str(flat.get("method.name")), []).append(flat)
+    everyone = list(flats.values())
+    keys = {k for flat in everyone for k in flat}
+    for key in keys:
+        scope_lists = list(scopes.values()) if key.startswith("method.") and key != "method.name" else [everyone]
+        for scope in scope_lists:
+            present = [f[key] for f in scope if key in f]
+            if 0 < len(present) < len(scope) and len({json.dumps(v, sort_keys=True, default=str)
+                                                      for v in present}) == 1:
+                for f in scope:
+                    f.pop(key, None)
+    return flats
+
+
+def _key_of(run: RunDir, flats: dict[int, dict[str, Any]]) -> str:
     if run.config is None:
         return f"dir:{run.path.resolve()}"
-    kept = {k: v for k, v in run.flat.items() if not _ignored(k)}
-    return json.dumps(kept, sort_keys=True, default=str)
+    return json.dumps(flats[id(run)], sort_keys=True, default=str)
 
 
 def group_runs(runs: Sequence[RunDir], labels: dict[Path, str] | None = None) -> list[RunGroup]:
@@ -163,14 +185,14 @@ def group_runs(runs: Sequence[RunDir], labels: dict[Path, str] | None = None) ->
     """
     order: list[str] = []
     members: dict[str, list[RunDir]] = {}
+    flats = _settings(runs)
     for run in runs:
-        key = _key_of(run)
+        key = _key_of(run, flats)
         if key not in members:
             order.append(key)
             members[key] = []
         members[key].append(run)
-    groups = [RunGroup(members[k], {kk: v for kk, v in members[k][0].flat.items() if not _ignored(kk)})
-              for k in order]
+    groups = [RunGroup(members[k], dict(flats.get(id(members[k][0]), {}))) for k in order]
     _label(groups)
     if labels:
         for src, text in labels.items():
