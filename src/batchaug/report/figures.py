@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from batchaug.report.groups import RunGroup, format_value, method_p
-from batchaug.report.plotting import FigureInfo, pyplot, save_figure
+from batchaug.report.plotting import FigureInfo, label_points, pyplot, save_figure
 from batchaug.report.suites import alpha_of
 
 __all__ = ["FIGURES", "alpha_tradeoff", "grad_norm", "sba_eta", "sba_layers", "train_val_error", "val_error",
@@ -340,10 +340,10 @@ def alpha_tradeoff(groups: Sequence[RunGroup], out: Path) -> list[FigureInfo]:
     for (g, pts), color in zip(curves, colors[:len(curves)], strict=True):
         ax.plot([p[1] for p in pts], [p[2] for p in pts], marker="o", color=color,
                 label=f"{g.label}{_n(g)}: α from 0 (main BN) to 1 (aux BN)")
-        for a, x, y in pts:
-            ax.annotate(f"α={a:g}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     for (g, x, y), color in zip(points, colors[len(curves):], strict=True):
         ax.plot([x], [y], marker="s", linestyle="none", markersize=8, color=color, label=f"{g.label}{_n(g)}")
+    for _, pts in curves:
+        label_points(ax, [(f"α={a:g}", x, y) for a, x, y in pts])
     ax.set_xlabel("uCE, mean corruption error (%)")
     ax.set_ylabel("clean accuracy (%)")
     ax.set_title("Split BN: accuracy against corruption error as α moves")

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FigureInfo", "pyplot", "save_figure"]
+__all__ = ["FigureInfo", "label_points", "pyplot", "save_figure"]
 
 
 def pyplot() -> Any:
@@ -23,6 +23,27 @@ def pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def label_points(ax: Any, points: list[tuple[str, float, float]]) -> None:
+    """Write each ``(text, x, y)`` beside its point. When some points lie within a label's size of one
+    another on the drawn axes (the α modes of a split-BN run whose branches have not diverged), all labels
+    go into a column beside the points, each joined to its point by a thin line, instead of over one
+    another. Call it after everything else is plotted (it reads the axes' final scaling)."""
+    ax.autoscale_view()
+    pixels = [ax.transData.transform((x, y)) for _, x, y in points]
+    to_axes = ax.transAxes.inverted()
+    crowded = any(abs(a[0] - b[0]) < 45 and abs(a[1] - b[1]) < 12
+                  for i, a in enumerate(pixels) for b in pixels[i + 1:])
+    for k, (text, x, y) in enumerate(points):
+        if not crowded:
+            ax.annotate(text, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+            continue
+        # a column in axes fractions, right of the rightmost point, from level with the highest one down
+        fx = max(to_axes.transform(p)[0] for p in pixels) + 0.08
+        fy = min(max(to_axes.transform(p)[1] for p in pixels), 0.9) - 0.055 * k
+        ax.annotate(text, (x, y), fontsize=7, xytext=(min(fx, 0.85), max(fy, 0.03)), textcoords="axes fraction",
+                    va="center", arrowprops={"arrowstyle": "-", "linewidth": 0.5, "color": "grey"})
 
 
 @dataclass

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from batchaug.report.plotting import FigureInfo, pyplot, save_figure
+from batchaug.report.plotting import FigureInfo, label_points, pyplot, save_figure
 
 __all__ = ["PLOTTERS", "alpha_of", "load_eval_results", "plot_eval_results"]
 
@@ -96,9 +96,7 @@ def _alpha_tradeoff(label: str, payload: dict[str, Any], out: Path) -> list[Figu
     fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=110)
     ax.plot([100 * r["uCE"] for _, r in points], [100 * (1 - r["clean_error"]) for _, r in points], marker="o",
             label=f"{label}, α from 0 (main) to 1 (aux)")
-    for a, r in points:
-        ax.annotate(f"α={a:g}", (100 * r["uCE"], 100 * (1 - r["clean_error"])), fontsize=7,
-                    xytext=(3, 3), textcoords="offset points")
+    label_points(ax, [(f"α={a:g}", 100 * r["uCE"], 100 * (1 - r["clean_error"])) for a, r in points])
     ax.set_xlabel("uCE, mean corruption error (%)")
     ax.set_ylabel("clean accuracy (%)")
     ax.grid(alpha=0.3)
