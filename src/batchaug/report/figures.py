@@ -153,7 +153,7 @@ def train_val_error(groups: Sequence[RunGroup], out: Path) -> list[FigureInfo]:
     what = "baseline vs BA vs regime adaptation" if ras else "all runs"
     ax.set_xlabel(_X_LABEL["step"])
     ax.set_ylabel("error (%)")
-    ax.set_title(f"Training (dashed) and validation (solid) error: {what}")
+    ax.set_title(f"Training (dashed) and validation (solid) error\n{what}", fontsize=10)
     ax.grid(alpha=0.3)
     _legend(fig, ax, len(curves), title="dashed: training, solid: validation", title_fontsize=7)
     fig.tight_layout()

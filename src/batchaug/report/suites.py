@@ -74,9 +74,13 @@ def plot_corruptions(label: str, payload: dict[str, Any], out: Path) -> list[Fig
     lines.set_xlabel("severity (1-5)")
     lines.set_ylabel("error (%), mean over corruptions")
     lines.set_title("per severity", fontsize=9)
+    # head room above the tallest bar for a one-row legend, so that it hides no bar
+    bars.set_ylim(0, 1.22 * max((p.get_height() for p in bars.patches if p.get_height() == p.get_height()),
+                                default=1.0))
+    bars.legend(fontsize=7, title="mode", title_fontsize=7, loc="upper center", ncol=min(len(modes), 6))
+    lines.legend(fontsize=7, title="mode", title_fontsize=7)
     for ax in (bars, lines):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, title="mode", title_fontsize=7)
     fig.suptitle(f"{label}: corruption error ({_limit(payload)})")
     fig.tight_layout()
     written = [save_figure(fig, out / f"{_stem(label)}_corruptions.png",
