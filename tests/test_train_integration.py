@@ -67,7 +67,7 @@ def test_ba_run_directory_contract_and_eval(cifar_zip, tmp_path):
     assert abs(clean["top1"] - max(r["val_acc"] for r in records)) < 1e-6  # best.pt is the best line
     # report draws the curves
     assert main(["report", str(out)]) == 0
-    assert (out / "plots" / "val_acc.png").is_file() and (out / "plots" / "grad_norm.png").is_file()
+    assert (out / "plots" / "val_error_steps.png").is_file() and (out / "plots" / "grad_norm_epochs.png").is_file()
 
 
 def test_existing_run_dir_is_not_overwritten(cifar_zip, tmp_path):

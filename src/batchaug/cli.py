@@ -23,6 +23,7 @@ from batchaug.errors import BatchaugError
 # name -> (module, one-line help). Each module defines ``register(parser)`` and ``run(args) -> int``.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("batchaug.commands.train", "train a model from a YAML config (+ key=value overrides)"),
+    "sweep": ("batchaug.commands.sweep", "run a grid of configs one after another; rerun to resume after a kill"),
     "eval": ("batchaug.commands.eval", "evaluate a run directory; writes RUN/eval/*.json"),
     "report": ("batchaug.commands.report", "draw figures and tables from run directories"),
     "models": ("batchaug.commands.models", "list the model zoo with parameter counts"),

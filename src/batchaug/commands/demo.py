@@ -4,8 +4,14 @@
 
 Trains ResNet-20 twice from configs/quick/cifar10_resnet20.yaml (or --config), once with one view
 per sample and once with M views per sample, prints a table (validation accuracy, steps, images seen,
-images/s, wall time) and writes runs/demo/report.md with both validation curves in runs/demo/plots/.
+images/s, wall time) and writes runs/demo/table.md and runs/demo/report.md through batchaug report
+(BA Table 1's baseline / BA (M), the step at which BA reaches the baseline's final accuracy, titled
+figures of validation error, gradient norm and training error in runs/demo/plots/).
 Extra key=value overrides apply to both runs (e.g. train.max_steps=300 data.subset=5000).
+The data is the CIFAR-10 JPEG archive at ../shared/data/cifar10-jpeg.zip (relative to the working
+directory); elsewhere point at CIFAR-10 with data.root=PATH (the archive, an ImageFolder tree, or
+torchvision's cifar-10-batches-py with data.kind=cifar10), or let torchvision download it on a machine
+with internet: data.kind=cifar10 data.root=null data.download=true.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     import shutil
 
     from batchaug.config import apply_overrides, load_yaml, resolve_config
-    from batchaug.report.curves import format_table, plot_runs, runs_table
+    from batchaug.errors import DataError
+    from batchaug.report import build_report
     from batchaug.train.run import train_run
 
     if not args.config.is_file():
@@ -42,17 +49,22 @@ def run(args: argparse.Namespace) -> int:
         if d.exists() and args.force:
             shutil.rmtree(d)
         print(f"== training {name} ({cfg.model.name}, method {cfg.method.name}) -> {d}")
-        train_run(cfg, d)
+        try:
+            train_run(cfg, d)
+        except DataError as exc:
+            raise DataError(f"{exc}\n{_DATA_HINT}") from None
         dirs.append(d)
-    rows = runs_table(dirs, list(runs))
-    written = plot_runs(dirs, args.out / "plots", list(runs))
-    table = format_table(rows)
-    (args.out / "report.md").write_text(
-        "# Batch Augmentation vs baseline\n\n" + table + "\n\n"
-        + "\n".join(f"![{p.stem}](plots/{p.name})" for p in written) + "\n")
+    report = build_report(dirs, args.out, title=f"Batch Augmentation (M={args.m}) vs baseline",
+                          intro="`batchaug demo`: ResNet-20, the same number of SGD steps of the same batch "
+                          "size; BA draws M augmented views of each sample.")
     print()
-    print(table)
-    print(f"\nreport: {args.out / 'report.md'}  plots: {args.out / 'plots'}")
+    for table in report.tables[:2]:
+        print(table.markdown())
+    print(f"report: {report.report_md}  tables: {report.table_md}  plots: {args.out / 'plots'}")
     return 0
 
 
+_DATA_HINT = ("Point the demo at CIFAR-10: data.root=PATH (the cifar10-jpeg.zip archive, an ImageFolder tree of "
+              "train/ and test/, or torchvision's cifar-10-batches-py with data.kind=cifar10), or data.root=null with "
+              "$BATCHAUG_DATA set to the folder holding cifar10-jpeg.zip; with internet, "
+              "data.kind=cifar10 data.root=null data.download=true downloads torchvision's copy.")

@@ -1,13 +1,18 @@
-"""Draw figures and a summary table from one or more run directories.
+"""Figures and the papers' tables from run directories and sweep directories.
 
-  batchaug report runs/baseline runs/ba --out runs/report
-  batchaug report runs/ba                      (figures go to runs/ba/plots/)
+  batchaug report runs/m_sweep --out runs/report         every run under a sweep directory
+  batchaug report runs/base runs/ba runs/ra --out runs/fig5 --labels baseline,BA,RA
+  batchaug report runs/ba                                one run (written into runs/ba/)
 
-Writes plots/val_acc.png (or val_ppl.png for language models), val_loss.png, train_loss.png,
-grad_norm.png (curves of all runs against the optimizer step; a metric no run measured is skipped), the
-figures of what `batchaug eval` wrote in each run's eval/ (corruption errors, the split-BN alpha
-trade-off, Fourier heatmaps, low-pass curves, gradient norms against M) and report.md (a table:
-validation accuracy or perplexity, steps, images seen, images/s, wall time, then the figures).
+Runs that differ only by seed are one group (mean ± std, n); groups are labelled by what differs
+between them (method, M, η, layer k, ...). Writes DIR/table.md (a Runs table and each paper's table the
+runs fill, with the published numbers of the configs' paper: blocks beside), DIR/report.md (the tables,
+the figures inline, the run directory of every number, and what was skipped) and DIR/plots/*.png with
+DIR/plots/figures.json (what each figure shows): validation error against steps and epochs, gradient
+norm against epochs, training and validation error, SBA accuracy against η and cost ratio against the
+layer k, the split-BN α trade-off, and the figures of every run's eval/*.json.
+Reads only config.yaml, metrics.jsonl, summary.json and eval/*.json; runs lacking some of them are drawn
+as far as they go.
 """
 
 from __future__ import annotations
@@ -20,37 +25,31 @@ from batchaug.errors import ConfigError
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run directories")
+    parser.add_argument("runs", nargs="+", type=Path, metavar="DIR", help="run directories or sweep directories")
     parser.add_argument("--out", type=Path, help="output folder (default: the single run's directory)")
-    parser.add_argument("--labels", help="comma-separated labels, one per run (default: folder names)")
-    parser.add_argument("--x", default="step", choices=["step", "epoch", "images_seen", "wall_time"],
-                        help="x axis of the curves")
-    parser.add_argument("--json", action="store_true", help="print the table as JSON")
+    parser.add_argument("--labels", help="comma-separated labels, one per DIR (default: what differs between runs)")
+    parser.add_argument("--title", default="batchaug report", help="heading of report.md and table.md")
+    parser.add_argument("--json", action="store_true", help="print the groups' numbers as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    from batchaug.report.curves import format_table, plot_runs, runs_table
-    from batchaug.report.suites import plot_eval_results
+    from batchaug.report import build_report
 
-    for r in args.runs:
-        if not (r / "metrics.jsonl").is_file():
-            raise ConfigError(f"{r} is not a run directory: {r / 'metrics.jsonl'} is missing")
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
-    if labels is not None and len(labels) != len(args.runs):
-        raise ConfigError(f"--labels: {len(labels)} labels for {len(args.runs)} runs")
-    if args.out is None and len(args.runs) > 1:
-        raise ConfigError("--out DIR is required when reporting several runs")
+    if args.out is None:
+        if len(args.runs) > 1 or not (args.runs[0] / "metrics.jsonl").is_file():
+            raise ConfigError("--out DIR is required unless the report is of one run directory")
     out = args.out or args.runs[0]
-    written = plot_runs(args.runs, out / "plots", labels, x=args.x)
-    written += plot_eval_results(args.runs, out / "plots", labels)
-    rows = runs_table(args.runs, labels)
-    table = format_table(rows)
-    (out / "report.md").write_text("# batchaug report\n\n" + table + "\n\n"
-                                   + "\n".join(f"![{p.stem}](plots/{p.name})" for p in written) + "\n")
+    report = build_report(args.runs, out, labels, title=args.title)
     if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        print(table)
-        for p in written:
-            print(f"wrote {p}")
+        print(json.dumps([{"label": g.label, "n": g.n, "runs": [str(r.path) for r in g.runs],
+                           "settings": g.differs, "summaries": [r.summary for r in g.runs]}
+                          for g in report.groups], indent=2, default=str))
+        return 0
+    print(report.tables[0].markdown())
+    for f in report.figures:
+        print(f"wrote {out / 'plots' / f.file}")
+    for s in report.skipped:
+        print(f"skipped: {s}")
+    print(f"wrote {report.table_md} and {report.report_md}")
     return 0

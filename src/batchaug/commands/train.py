@@ -8,6 +8,8 @@
                                                        one run per value, in runs/eta/<key>=<value>/
   batchaug train CONFIG --sweep method.m=2,4 --out runs/m --print
                                                        print each point's command instead (SLURM, torchrun)
+                                                       (--sweep is shorthand for batchaug sweep: reruns skip
+                                                       finished points and resume interrupted ones)
 
 Overrides may stand before or after the options (CONFIG --out DIR key=value works); later ones win.
 
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None:
         raise ConfigError("--out DIR is required: where the run directory is written")
     if args.print_commands:
-        for line in sweep_commands(config, overrides, args.sweep, args.out):
+        for line in _sweep_of(config, overrides, args.sweep, args.out).command_lines():
             print(line)
         return 0
     if not args.sweep:
@@ -92,8 +94,9 @@ def run(args: argparse.Namespace) -> int:
         _print_summary(summary)
         return 0
     if args.restart:
-        raise ConfigError("--restart applies to one run directory, not to a --sweep")
-    return _run_sweep(raw, args.sweep, args.out)
+        raise ConfigError("--restart applies to one run directory, not to a --sweep (a sweep restarts the "
+                          "points killed before their first checkpoint by itself)")
+    return _run_sweep(config, overrides, args.sweep, args.out)
 
 
 def _is_first_process() -> bool:
@@ -109,71 +112,21 @@ def _print_summary(summary: dict) -> None:
         print(json.dumps(summary, indent=2))
 
 
-def sweep_commands(config: str, overrides: list[str], specs: list[str], out: Path) -> list[str]:
-    """One ``batchaug train`` command per sweep point (the run itself without ``--sweep``), each writing
-    the directory the sweep would: ``out/<key>=<value>,...``. Every point is validated first."""
-    import shlex
+def _sweep_of(config: str, overrides: list[str], specs: list[str], out: Path):
+    """The :class:`~batchaug.train.sweep.Sweep` of ``train --sweep`` (no ``--sweep``: the one run ``out``)."""
+    from batchaug.train.sweep import Sweep
 
-    from batchaug.config import apply_overrides, load_yaml, resolve_config
-
-    raw = apply_overrides(load_yaml(config), overrides)
-    grid = _sweep_grid(specs) if specs else [[]]
-    lines = []
-    for combo in grid:
-        resolve_config(apply_overrides(raw, combo))
-        where = out / ",".join(combo).replace("/", "_") if combo else out
-        lines.append(shlex.join(["batchaug", "train", config, *overrides, *combo, "--out", str(where)]))
-    return lines
-
-
-def _sweep_grid(specs: list[str]) -> list[list[str]]:
-    grid: list[list[str]] = [[]]
-    for spec in specs:
-        if "=" not in spec:
-            raise ConfigError(f"--sweep {spec!r} must look like key=v1,v2,...")
-        key, values = spec.split("=", 1)
-        items = [v for v in values.split(",") if v.strip()]
-        if not items:
-            raise ConfigError(f"--sweep {spec!r} lists no values")
-        grid = [g + [f"{key}={v.strip()}"] for g in grid for v in items]
-    return grid
-
-
-def _run_sweep(raw: dict, specs: list[str], out: Path) -> int:
-    from batchaug.config import apply_overrides, parse_override, resolve_config
-    from batchaug.train.distributed import joined, launch_world_size
-    from batchaug.train.run import resolve_device, train_run
-
-    grid = _sweep_grid(specs)
-    configs = []
-    for combo in grid:  # validate every point before training any
-        configs.append((combo, resolve_config(apply_overrides(raw, combo))))
-    devices = {str(resolve_device(cfg.train.device)) for _, cfg in configs}
-    if len(devices) > 1 and launch_world_size() > 1:  # under torchrun the points share one process group
-        raise ConfigError(f"--sweep: the points train on different devices ({', '.join(sorted(devices))}); "
-                          "sweep train.device in separate commands")
-    results = []
-    with joined(resolve_device(configs[0][1].train.device)):  # one process group for every point (torchrun)
-        for combo, cfg in configs:
-            name = ",".join(combo).replace("/", "_")
-            if _is_first_process():
-                print(f"== sweep point {name}", flush=True)
-            summary = train_run(cfg, out / name)
-            results.append({"overrides": {c.split("=", 1)[0]: parse_override(c)[1]
-                                          for c in combo}, "run_dir": str(out / name), **summary})
-    if not _is_first_process():  # under torchrun: rank 0 writes sweep.json and the table
-        return 0
-    from batchaug.io import write_json
-
-    write_json(out / "sweep.json", results)
-    keys = [c.split("=", 1)[0] for c in grid[0]]
-    print("\t".join(keys + ["final_val_acc", "median_last5_val_acc", "best_val_acc"]))
-    for r in results:
-        vals = [str(r["overrides"][k]) for k in keys]
-        print("\t".join(vals + [_fmt(r.get("final_val_acc")), _fmt(r.get("median_last5_val_acc")),
-                                _fmt(r.get("best_val_acc"))]))
+    return Sweep.from_specs(config, overrides, specs, out)
     return 0
 
 
-def _fmt(v) -> str:
-    return "-" if v is None else f"{v:.4f}"
+def _run_sweep(config: str, overrides: list[str], specs: list[str], out: Path) -> int:
+    """``--sweep key=v1,v2`` is ``batchaug sweep CONFIG overrides key=v1,v2 --out OUT``, except that every
+    ``--sweep`` key names the point directories, even with one value."""
+    from batchaug.train.sweep import format_records, run_sweep
+
+    sweep = _sweep_of(config, overrides, specs, out)
+    records = run_sweep(sweep)
+    if _is_first_process():
+        print(format_records(sweep, records))
+    return 0
