@@ -123,7 +123,7 @@ def test_torchrun_two_cpu_processes(cifar_zip, tmp_path):
         assert [r["step"] for r in records] == [3, 6]
         assert records[-1]["images_seen"] == 6 * 64
         assert f"{layout}, BN statistics of the global batch" in proc.stdout
-        assert proc.stdout.count(f"== sweep point train.view_placement={placement}") == 1  # rank 0 reports
+        assert proc.stdout.count(f" train.view_placement={placement}: training") == 1  # rank 0 alone reports
         ckpt = torch.load(run / "last.pt", weights_only=False, map_location="cpu")
         assert len(ckpt["ranks"]) == 2  # every process's RNG and method state, for an exact --resume
     points = json.loads((out / "sweep.json").read_text())

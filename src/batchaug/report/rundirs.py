@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,7 +113,9 @@ def _runs_below(folder: Path) -> Iterable[Path]:
 
 def _read_json_lines(path: Path, missing: list[str]) -> list[dict[str, Any]]:
     records = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    text = path.read_text()
+    lines = text.splitlines()
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -120,6 +123,9 @@ def _read_json_lines(path: Path, missing: list[str]) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             # a line cut by a kill -9 mid-write: the lines before it are whole (each is fsync'd)
             missing.append(f"metrics.jsonl line {n} is not JSON (cut by an interrupted run?); skipped")
+            if n == len(lines) and not text.endswith("\n"):  # warned as the trainer's reader warns
+                warnings.warn(f"{path}: ignoring its last line, cut short ({len(line)} bytes without a newline: "
+                              "a write interrupted by a kill or a full disk)", RuntimeWarning, stacklevel=2)
             continue
         if isinstance(rec, dict):
             records.append(rec)
