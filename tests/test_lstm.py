@@ -92,9 +92,28 @@ def test_fused_weight_drop_equals_lstm_with_the_masked_weight():
     assert not torch.equal(out, layer(x, (h, c))[0])  # the mask mattered
 
 
-def test_weight_drop_per_copy_matches_one_copy_at_a_time():
-    """The batched cell loop (C masks, one batched matmul per step) against running each copy's rows
-    through the fused kernel with that copy's mask: outputs, states and gradients."""
+def _cell_loop(layer: WeightDropLSTM, x, state, keep):
+    """Slow reference: the LSTM equations step by step, row r with copy r % C's masked matrix."""
+    lstm, copies = layer.lstm, keep.shape[0]
+    w_hh = lstm.weight_hh_l0 * keep / (1 - layer.weight_drop)  # (C, 4H, H)
+    h, c = state
+    outputs = []
+    for t in range(x.shape[0]):
+        rows = []
+        for r in range(x.shape[1]):
+            gates = lstm.weight_ih_l0 @ x[t, r] + lstm.bias_ih_l0 + w_hh[r % copies] @ h[r] + lstm.bias_hh_l0
+            i, f, g, o = gates.chunk(4)
+            cr = torch.sigmoid(f) * c[r] + torch.sigmoid(i) * torch.tanh(g)
+            rows.append((torch.sigmoid(o) * torch.tanh(cr), cr))
+        h = torch.stack([hr for hr, _ in rows])
+        c = torch.stack([cr for _, cr in rows])
+        outputs.append(h)
+    return torch.stack(outputs), (h, c)
+
+
+def test_weight_drop_per_copy_matches_the_lstm_equations_row_by_row():
+    """C masks (one fused call per copy) against the LSTM equations evaluated row by row with each row's
+    copy's mask: outputs, states and gradients."""
     torch.manual_seed(0)
     layer = WeightDropLSTM(5, 7, weight_drop=0.4)
     copies, per = 3, 2
@@ -105,17 +124,14 @@ def test_weight_drop_per_copy_matches_one_copy_at_a_time():
     (out.square().sum() + hn.sum()).backward()
     grads = {n: p.grad.clone() for n, p in layer.named_parameters()}
     layer.zero_grad()
-    total = 0
-    for j in range(copies):
-        rows = slice(j, None, copies)  # sample-major: copy j is every C-th row
-        oj, (hj, cj) = layer(x[:, rows], (state[0][rows], state[1][rows]), keep[j:j + 1])
-        torch.testing.assert_close(oj, out[:, rows], rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(hj, hn[rows], rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(cj, cn[rows], rtol=1e-5, atol=1e-6)
-        total = total + oj.square().sum() + hj.sum()
-    total.backward()
+    ref, (hr, cr) = _cell_loop(layer, x, state, keep)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(hn, hr, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(cn, cr, rtol=1e-5, atol=1e-6)
+    (ref.square().sum() + hr.sum()).backward()
     for n, p in layer.named_parameters():
         torch.testing.assert_close(p.grad, grads[n], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(out[:, 0], layer(x[:, [0]], (state[0][[0]], state[1][[0]]), keep[1:2])[0][:, 0])
 
 
 def test_locked_and_embedding_dropout_masks():
