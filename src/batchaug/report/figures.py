@@ -61,47 +61,44 @@ def _draw_curve(ax: Any, pts: list[tuple[float, float, float, int]], color: Any,
         ax.fill_between(xs, lo, hi, color=color, alpha=0.15, linewidth=0)
 
 
-def val_error(groups: Sequence[RunGroup], out: Path, x: str = "step") -> list[FigureInfo]:
-    """Validation error (%) against ``x`` (``step`` or ``epoch``), one curve per group."""
-    curves = [(g, g.curve("val_acc", x)) for g in groups]
+def _validation_curves(groups: Sequence[RunGroup], out: Path, key: str, x: str, *, ylabel: str, title: str,
+                       file: str, caption: str, log: bool = False, scale: float = 1.0,
+                       offset: float = 0.0) -> list[FigureInfo]:
+    """One figure of the evaluation lines' ``key`` against ``x``, a curve per group that has it."""
+    curves = [(g, g.curve(key, x)) for g in groups]
     curves = [(g, c) for g, c in curves if c]
     if not curves:
         return []
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     for (g, pts), color in zip(curves, _colors(len(curves)), strict=True):
-        _draw_curve(ax, pts, color, g.label + _n(g), scale=-100.0, offset=100.0)
+        _draw_curve(ax, pts, color, g.label + _n(g), scale=scale, offset=offset)
+    if log:
+        ax.set_yscale("log")
     ax.set_xlabel(_X_LABEL[x])
-    ax.set_ylabel("validation error (%)")
-    ax.set_title(f"Validation error against {'steps' if x == 'step' else 'epochs'}")
-    ax.grid(alpha=0.3)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title} against {'steps' if x == 'step' else 'epochs'}")
+    ax.grid(alpha=0.3, which="both" if log else "major")
     _legend(fig, ax, len(curves))
     fig.tight_layout()
-    return [save_figure(fig, out / f"val_error_{x}s.png",
-                        f"Validation error (100 − 100·val_acc) against {_X_LABEL[x]}, mean over each group's seeds "
-                        "(band: ±1 std).")]
+    return [save_figure(fig, out / file, caption)]
+
+
+def val_error(groups: Sequence[RunGroup], out: Path, x: str = "step") -> list[FigureInfo]:
+    """Validation error (%) against ``x`` (``step`` or ``epoch``), one curve per group."""
+    return _validation_curves(
+        groups, out, "val_acc", x, ylabel="validation error (%)", title="Validation error", file=f"val_error_{x}s.png",
+        caption=f"Validation error (100 − 100·val_acc) against {_X_LABEL[x]}, mean over each group's seeds "
+                "(band: ±1 std).", scale=-100.0, offset=100.0)
 
 
 def val_ppl(groups: Sequence[RunGroup], out: Path, x: str = "step") -> list[FigureInfo]:
     """Validation perplexity (log scale) against ``x``, one curve per language-model group."""
-    curves = [(g, g.curve("val_ppl", x)) for g in groups]
-    curves = [(g, c) for g, c in curves if c]
-    if not curves:
-        return []
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    for (g, pts), color in zip(curves, _colors(len(curves)), strict=True):
-        _draw_curve(ax, pts, color, g.label + _n(g))
-    ax.set_yscale("log")
-    ax.set_xlabel(_X_LABEL[x])
-    ax.set_ylabel("validation perplexity (log scale)")
-    ax.set_title(f"Validation perplexity against {'steps' if x == 'step' else 'epochs'}")
-    ax.grid(alpha=0.3, which="both")
-    _legend(fig, ax, len(curves))
-    fig.tight_layout()
-    return [save_figure(fig, out / "val_ppl.png",
-                        f"Validation perplexity (exp of the mean token loss; lower is better) against {_X_LABEL[x]}, "
-                        "mean over each group's seeds (band: ±1 std).")]
+    return _validation_curves(
+        groups, out, "val_ppl", x, ylabel="validation perplexity (log scale)", title="Validation perplexity",
+        file="val_ppl.png", log=True,
+        caption=f"Validation perplexity (exp of the mean token loss; lower is better) against {_X_LABEL[x]}, "
+                "mean over each group's seeds (band: ±1 std).")
 
 
 def grad_norm(groups: Sequence[RunGroup], out: Path, x: str = "epoch") -> list[FigureInfo]:
