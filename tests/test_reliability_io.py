@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -165,3 +166,23 @@ def test_the_cache_removes_old_orphans_on_its_first_write(tmp_path, monkeypatch)
     split = TensorSplit(torch.zeros(2, 3, 2, 2, dtype=torch.uint8), torch.tensor([0, 1]), ["a", "b"])
     assert cache.save_cached(path, key, split)
     assert not old.exists() and young.exists() and cache.load_cached(path, key) is not None
+
+
+def test_read_metrics_of_a_run_directory_created_while_it_looks(tmp_path, monkeypatch):
+    """A poller's race: the directory appears between read_metrics' two checks (not a dir yet, then there).
+    It reads as a run without lines, never as a file to parse."""
+    from batchaug.train.metrics_log import read_metrics
+
+    run = tmp_path / "run"
+    real_is_dir = Path.is_dir
+
+    def not_yet(self):
+        if self == run:
+            run.mkdir(exist_ok=True)  # created just after the look
+            return False
+        return real_is_dir(self)
+
+    monkeypatch.setattr(Path, "is_dir", not_yet)
+    assert read_metrics(run) == []
+    monkeypatch.setattr(Path, "is_dir", real_is_dir)
+    assert read_metrics(run) == [] and read_metrics(tmp_path / "absent") == []

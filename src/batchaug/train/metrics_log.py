@@ -135,7 +135,7 @@ def read_metrics(path: str | os.PathLike, kind: str | None = "eval") -> list[dic
     p = Path(path)
     if p.is_dir():
         p = p / "metrics.jsonl"
-    if not p.exists():
+    if not p.is_file():  # not exists(): a run directory created between the two checks is no file to parse
         return []
     records = _parse(p)
     if kind is None:
