@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from faults import temp_files
 from kill_resume import train_killed
-from tiny_runs import common, finish, make_tree, reference_run, same_metrics
+from tiny_runs import common, finish, make_tree, reference_run, same_metrics, train
 
 from batchaug.cli import main
 from batchaug.train.metrics_log import read_metrics
@@ -50,7 +50,7 @@ def reference(tree, tmp_path_factory):
 @pytest.fixture(scope="module")
 def longer_reference(tree, tmp_path_factory) -> list[dict]:
     out = tmp_path_factory.mktemp("ref_longer") / "run"
-    assert main(["train", *common(tree, *LONGER), "--out", str(out)]) == 0
+    assert train(*common(tree, *LONGER), "--out", str(out)) == 0
     return read_metrics(out)
 
 
@@ -87,6 +87,6 @@ def test_kill_9_at_a_random_time_then_resume_gives_the_uninterrupted_metrics(tre
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a metrics line the kill cut short
         assert main(["eval", str(out), "--device", "cpu"]) == 0  # evaluable as it was left
-        assert main(["train", "--resume", str(out)]) == 0
+        assert train("--resume", str(out)) == 0
     same_metrics(read_metrics(out), longer_reference)
     assert temp_files(out) == []

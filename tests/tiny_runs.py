@@ -3,7 +3,9 @@ handful of steps on the CPU (under a second in-process), through the command lin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,8 +43,26 @@ def common(tree: Path, *extra: str) -> list[str]:
             "train.progress=false", "train.tensorboard=false", "train.device=cpu", "optim.warmup_epochs=0", *extra]
 
 
+THREADS = 2  # the threads of the subprocess runs (tests/kill_resume.py gives them OMP_NUM_THREADS=2)
+
+
+@contextlib.contextmanager
+def threads_of_subprocesses() -> Iterator[None]:
+    """In-process runs with the subprocesses' thread count: a run resumed here continues one killed in a
+    subprocess, and its lines are compared with a reference from either; a CPU reduction's result depends
+    on how many threads split it, and pytest's process has as many as the machine has cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train(*args: str) -> int:
-    return main(["train", *args])
+    """``batchaug train ARGS`` in this process, with the subprocesses' thread count."""
+    with threads_of_subprocesses():
+        return main(["train", *args])
 
 
 def reference_run(tree: Path, out: Path) -> tuple[Path, list[dict], list[str]]:
