@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from batchaug.augment import CIFAR10_MEAN, CIFAR10_STD, ViewAugmenter
+from batchaug.bench.timing import synchronize
 from batchaug.errors import ConfigError
 
 _SPECS: dict[str, Any] = {
@@ -181,7 +182,9 @@ def _time_cells(cells: list[Callable[[], torch.Tensor]], min_time: float, device
     each kept (as ``timeit`` reports). Other processes on a shared machine slow down single
     rounds; taking turns exposes every cell, peers included, to the same disturbances, and the
     best round is the least disturbed."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    def sync() -> None:
+        synchronize(device)
+
     stream = _STREAM if device.type == "cuda" else 1
     for fn in cells:
         fn()

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from batchaug.bench.timing import synchronize
 from batchaug.errors import ConfigError
 from batchaug.evaluate.corruptions import CORRUPTIONS, corrupt, corruption_params
 
@@ -101,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
     n = images.shape[0]
     x = images.to(device)
     index = torch.arange(n, device=device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    def sync() -> None:
+        synchronize(device)
+
     corrupt(x[:8], names[0], 1, seed=args.seed, index=index[:8])  # warm-up: lazy imports, caches
     scale = 10_000 / n
     rows: dict[str, dict[str, Any]] = {}

@@ -29,6 +29,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from batchaug.bench.timing import synchronize
+
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--procs", type=int, default=2, help="processes of the parallel run (N)")
@@ -75,12 +77,10 @@ def _measure(args: argparse.Namespace, method: str, device: torch.device, world:
                       targets[:world].to(device), device)
     times = []
     for step in range(total):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         trainer.train_step(step)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     step_s = statistics.median(times[2:])
     views = bench_method.views_per_sample

@@ -24,13 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from batchaug.bench.timing import alternate
 
 QUICK_MODEL = {"emb_size": 256, "hidden_size": 256, "num_layers": 2, "dropout_input": 0.25, "dropout_hidden": 0.1,
                "dropout_output": 0.25, "dropout_embed": 0.05, "weight_drop": 0.25}
@@ -49,11 +50,6 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (B=4, bptt 8, M=1/2, 1 repeat)")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _stream(n: int) -> torch.Tensor:
@@ -127,23 +123,6 @@ def _plain_step(kwargs: dict[str, Any], rows: int, bptt: int, device: torch.devi
     return step
 
 
-def _time_pair(a: Callable[[], None], b: Callable[[], None], repeats: int,
-               device: torch.device) -> tuple[list[float], list[float]]:
-    """Per-round times of ``a`` and ``b``, alternating, after two warm-up steps of each."""
-    for f in (a, b):
-        f()
-        f()
-    ta, tb = [], []
-    for _ in range(repeats):
-        for f, out in ((a, ta), (b, tb)):
-            _sync(device)
-            t0 = time.perf_counter()
-            f()
-            _sync(device)
-            out.append(time.perf_counter() - t0)
-    return ta, tb
-
-
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -153,8 +132,8 @@ def run(args: argparse.Namespace) -> int:
         kwargs.update(dropout_input=0.4, dropout_hidden=0.25, dropout_output=0.4, dropout_embed=0.1, weight_drop=0.5)
     rows_out: list[dict[str, Any]] = []
     for m in ms:
-        ours, plain = _time_pair(_batchaug_step(kwargs, m, batch, bptt, device),
-                                 _plain_step(kwargs, batch * m, bptt, device), repeats, device)
+        ours, plain = alternate((_batchaug_step(kwargs, m, batch, bptt, device),
+                                 _plain_step(kwargs, batch * m, bptt, device)), repeats, device)
         t_ours, t_plain = statistics.median(ours), statistics.median(plain)
         rows_out.append({"m": m, "rows": batch * m, "batchaug_step_s": t_ours, "plain_step_s": t_plain,
                          "tokens_per_s": batch * bptt / t_ours, "row_tokens_per_s": batch * m * bptt / t_ours,

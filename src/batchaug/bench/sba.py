@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from batchaug.bench.timing import synchronize
 from batchaug.errors import ConfigError
 
 TARGET_SBA_OVER_BA = 0.2  # issue 5: ResNet-20, deepest layer, p = 0.5, M = 16
@@ -90,18 +91,14 @@ def time_steps(steps: dict[str, Callable[[], None]], repeats: int, device: torch
     the second run is timed: otherwise a small step that follows a large one (BA) pays for the caches
     and allocator state the large one left behind.
     """
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     times: dict[str, list[float]] = {name: [] for name in steps}
     for round_ in range(warmup + repeats):
         for name, step in steps.items():
             step()
-            sync()
+            synchronize(device)
             t0 = time.perf_counter()
             step()
-            sync()
+            synchronize(device)
             if round_ >= warmup:
                 times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(t) for name, t in times.items()}

@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
+from batchaug.bench.timing import alternate, synchronize
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -35,11 +36,6 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (M=2/4, 1 repeat)")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _images(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,25 +102,10 @@ def _plain_step(model_name: str, views: int, device: torch.device) -> Callable[[
 
 def _time_pair(a: Callable[[], None], b: Callable[[], None], repeats: int,
                device: torch.device) -> tuple[float, float, float]:
-    """Median times per call of ``a`` and ``b`` and the median of their per-round ratios.
-
-    Each round times ``a`` then ``b`` back to back, so a disturbance from another process tends to
-    hit both of a round; the median of per-round ratios is steadier than the ratio of medians. A
-    round is a stream of calls (4 on CUDA, 1 on the CPU) between two synchronizations.
-    """
-    stream = 4 if device.type == "cuda" else 1
-    for f in (a, b):  # warm-up: allocator, kernels, lazy init
-        f()
-        f()
-    ta, tb = [], []
-    for _ in range(repeats):
-        for f, out in ((a, ta), (b, tb)):
-            _sync(device)
-            t0 = time.perf_counter()
-            for _ in range(stream):
-                f()
-            _sync(device)
-            out.append((time.perf_counter() - t0) / stream)
+    """Median times per call of ``a`` and ``b`` and the median of their per-round ratios (steadier than
+    the ratio of medians). A round is a stream of calls (4 on CUDA, 1 on the CPU) between two
+    synchronizations."""
+    ta, tb = alternate((a, b), repeats, device, stream=4 if device.type == "cuda" else 1)
     return statistics.median(ta), statistics.median(tb), statistics.median(x / y for x, y in zip(ta, tb, strict=True))
 
 
@@ -132,11 +113,11 @@ def peak_memory(fn: Callable[[], None], device: torch.device) -> int:
     """Peak bytes of live tensor memory allocated while ``fn`` runs (above what was live before)."""
     fn()  # warm-up so lazily created state (optimizer buffers, grads) counts as "before"
     if device.type == "cuda":
-        _sync(device)
+        synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
         fn()
-        _sync(device)
+        synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base
     from torch.profiler import ProfilerActivity, profile
 
